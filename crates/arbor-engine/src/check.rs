@@ -1,0 +1,300 @@
+//! The offline checker. It trusts nothing the engine keeps in memory: it reads the
+//! superblocks, walks every tree from its root through the validator, counts the real
+//! references to every block, and compares them with the extent tree and with the
+//! superblock's space accounting.
+
+use crate::engine::read_superblock;
+use crate::format::{
+    Body, DropItem, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, RootItem, RootPtr, Superblock,
+    decode_node, item_type, objectid, reserved_ranges,
+};
+use crate::storage::Storage;
+use std::collections::{BTreeMap, HashMap};
+
+/// What the checker found.
+#[derive(Clone, Debug, Default)]
+pub struct CheckReport {
+    /// Each problem, naming the block, tree or superblock copy.
+    pub problems: Vec<String>,
+    /// The committed generation that was checked.
+    pub generation: u64,
+    /// User trees found.
+    pub trees: usize,
+    /// Distinct nodes visited.
+    pub nodes: u64,
+    /// Sum of the lengths of the extent items.
+    pub used_bytes: u64,
+    /// Bytes neither allocated nor reserved: what the allocator must call free.
+    pub free_bytes: u64,
+    /// Size of the filesystem.
+    pub total_bytes: u64,
+}
+
+impl CheckReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl std::fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "generation {}: {} user trees, {} nodes, {} bytes used, {} free of {}",
+            self.generation,
+            self.trees,
+            self.nodes,
+            self.used_bytes,
+            self.free_bytes,
+            self.total_bytes
+        )?;
+        if self.problems.is_empty() {
+            writeln!(f, "no problems found")
+        } else {
+            writeln!(f, "{} problems found:", self.problems.len())?;
+            for p in &self.problems {
+                writeln!(f, "  {p}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+struct Walker<'a> {
+    storage: &'a dyn Storage,
+    sb: Superblock,
+    /// Every node reached, with the generation and level it was reached as.
+    seen: HashMap<u64, (u64, u8)>,
+    /// References found to each block: parent pointers, root pointers, pending drops.
+    refs: HashMap<u64, u64>,
+    problems: Vec<String>,
+    nodes: u64,
+}
+
+/// Checks the image on `storage`. Problems are collected, never raised: the report says
+/// everything that is wrong, and a corrupt image never makes the checker panic.
+pub fn check(storage: &dyn Storage) -> CheckReport {
+    let mut report = CheckReport::default();
+    let (sb, sb_problems) = match read_superblock(storage) {
+        Ok(found) => found,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return report;
+        }
+    };
+    report.problems.extend(sb_problems);
+    report.generation = sb.generation;
+    report.total_bytes = sb.total_bytes;
+    let mut w = Walker {
+        storage,
+        sb: sb.clone(),
+        seen: HashMap::new(),
+        refs: HashMap::new(),
+        problems: Vec::new(),
+        nodes: 0,
+    };
+    let root_items = w.walk_root(objectid::ROOT_TREE, sb.root_tree);
+    let extent_items = w.walk_root(objectid::EXTENT_TREE, sb.extent_tree);
+    for (key, value) in root_items {
+        match key.ty {
+            item_type::ROOT_ITEM if key.objectid >= objectid::FIRST_USER_TREE => {
+                match RootItem::decode(&value) {
+                    Ok(item) => {
+                        report.trees += 1;
+                        w.walk_root(key.objectid, item.0);
+                    }
+                    Err(why) => w.problems.push(format!("root tree item {key}: {why}")),
+                }
+            }
+            item_type::DROP_ITEM if key.objectid == objectid::DROP_QUEUE => {
+                match DropItem::decode(&value) {
+                    Ok(d) => {
+                        let ptr = RootPtr {
+                            bytenr: key.offset,
+                            generation: d.generation,
+                            level: d.level,
+                        };
+                        w.walk_root(objectid::DROP_QUEUE, ptr);
+                        *w.refs.entry(key.offset).or_default() += u64::from(d.count) - 1;
+                    }
+                    Err(why) => w.problems.push(format!("root tree item {key}: {why}")),
+                }
+            }
+            _ => w
+                .problems
+                .push(format!("root tree item {key}: unexpected item type")),
+        }
+    }
+    let extents = w.decode_extents(extent_items);
+    w.compare_refs(&extents);
+    let used = w.check_layout(&extents);
+    if used != sb.bytes_used {
+        w.problems.push(format!(
+            "superblock: bytes_used is {} but the extent tree accounts for {used}",
+            sb.bytes_used
+        ));
+    }
+    let reserved: u64 = reserved_ranges(sb.total_bytes)
+        .iter()
+        .map(|(s, e)| e - s)
+        .sum();
+    report.used_bytes = used;
+    report.free_bytes = sb.total_bytes.saturating_sub(reserved + used);
+    report.nodes = w.nodes;
+    report.problems.extend(w.problems);
+    report
+}
+
+impl Walker<'_> {
+    /// Walks one tree from a root pointer and returns its leaf items.
+    fn walk_root(&mut self, tree: u64, root: RootPtr) -> Vec<(Key, Vec<u8>)> {
+        *self.refs.entry(root.bytenr).or_default() += 1;
+        let mut items = Vec::new();
+        let mut stack = vec![(root.bytenr, root.generation, root.level, None, None)];
+        while let Some((bytenr, generation, level, lo, hi)) = stack.pop() {
+            if let Some(&(g, l)) = self.seen.get(&bytenr) {
+                if (g, l) != (generation, level) {
+                    self.problems.push(format!(
+                        "tree {tree}: block {bytenr} is referenced as generation {generation} level {level} but also as generation {g} level {l} (owned twice)"
+                    ));
+                }
+                continue;
+            }
+            self.seen.insert(bytenr, (generation, level));
+            let ns = self.sb.nodesize;
+            let mut buf = vec![0u8; ns as usize];
+            if let Err(e) = self.storage.read_at(bytenr, &mut buf) {
+                self.problems
+                    .push(format!("tree {tree}: block {bytenr}: read failed: {e}"));
+                continue;
+            }
+            let expect = Expect {
+                bytenr,
+                generation,
+                level,
+                fsid: &self.sb.fsid,
+                nodesize: ns,
+                total_bytes: self.sb.total_bytes,
+                lo,
+                hi,
+            };
+            let node = match decode_node(&buf, &expect) {
+                Ok(n) => n,
+                Err(why) => {
+                    self.problems
+                        .push(format!("tree {tree}: block {bytenr}: {why}"));
+                    continue;
+                }
+            };
+            self.nodes += 1;
+            if generation > self.sb.generation {
+                self.problems.push(format!(
+                    "tree {tree}: block {bytenr} has generation {generation}, newer than the superblock's {}",
+                    self.sb.generation
+                ));
+            }
+            match node.body {
+                Body::Leaf(leaf) => {
+                    if tree != objectid::DROP_QUEUE {
+                        items.extend(leaf);
+                    }
+                }
+                Body::Branch(ptrs) => {
+                    for (i, p) in ptrs.iter().enumerate() {
+                        *self.refs.entry(p.bytenr).or_default() += 1;
+                        let child_hi = ptrs.get(i + 1).map(|n| n.key).or(hi);
+                        stack.push((p.bytenr, p.generation, level - 1, Some(p.key), child_hi));
+                    }
+                }
+            }
+        }
+        items.sort_by_key(|(k, _)| *k);
+        items
+    }
+
+    fn decode_extents(&mut self, items: Vec<(Key, Vec<u8>)>) -> BTreeMap<u64, (u64, ExtentItem)> {
+        let mut extents = BTreeMap::new();
+        for (key, value) in items {
+            if key.ty != item_type::EXTENT_ITEM {
+                self.problems
+                    .push(format!("extent tree item {key}: unexpected item type"));
+                continue;
+            }
+            match ExtentItem::decode(&value) {
+                Ok(item) => {
+                    extents.insert(key.objectid, (key.offset, item));
+                }
+                Err(why) => self.problems.push(format!("extent tree item {key}: {why}")),
+            }
+        }
+        extents
+    }
+
+    fn compare_refs(&mut self, extents: &BTreeMap<u64, (u64, ExtentItem)>) {
+        let ns = u64::from(self.sb.nodesize);
+        let mut found: Vec<(u64, u64)> = self.refs.iter().map(|(b, n)| (*b, *n)).collect();
+        found.sort_unstable();
+        for (bytenr, n) in found {
+            match extents.get(&bytenr) {
+                None => self.problems.push(format!(
+                    "block {bytenr}: referenced {n} times but has no extent item (unaccounted allocation)"
+                )),
+                Some((len, item)) => {
+                    if item.refs != n {
+                        self.problems.push(format!(
+                            "block {bytenr}: extent tree says refcount {}, found {n} references",
+                            item.refs
+                        ));
+                    }
+                    if *len != ns || item.flags != EXTENT_FLAG_TREE_BLOCK {
+                        self.problems.push(format!(
+                            "block {bytenr}: is a tree node but its extent has length {len} flags {:#x}",
+                            item.flags
+                        ));
+                    }
+                }
+            }
+        }
+        for (bytenr, (_, item)) in extents {
+            if !self.refs.contains_key(bytenr) && item.flags & EXTENT_FLAG_TREE_BLOCK != 0 {
+                self.problems.push(format!(
+                    "block {bytenr}: allocated with refcount {} but nothing references it (leaked)",
+                    item.refs
+                ));
+            }
+        }
+    }
+
+    /// Checks that extents lie on the device, miss the reserved areas and do not
+    /// overlap. Returns the sum of their lengths.
+    fn check_layout(&mut self, extents: &BTreeMap<u64, (u64, ExtentItem)>) -> u64 {
+        let reserved = reserved_ranges(self.sb.total_bytes);
+        let mut used = 0u64;
+        let mut prev_end = 0u64;
+        let mut prev = None;
+        for (&bytenr, &(len, _)) in extents {
+            let end = bytenr.saturating_add(len);
+            used = used.saturating_add(len);
+            if end > self.sb.total_bytes {
+                self.problems.push(format!(
+                    "extent at {bytenr} of {len} bytes runs past the device end"
+                ));
+            }
+            if reserved.iter().any(|&(s, e)| bytenr < e && s < end) {
+                self.problems.push(format!(
+                    "extent at {bytenr} of {len} bytes overlaps a reserved area"
+                ));
+            }
+            if let Some(p) = prev
+                && bytenr < prev_end
+            {
+                self.problems
+                    .push(format!("extents at {p} and {bytenr} overlap (owned twice)"));
+            }
+            prev = Some(bytenr);
+            prev_end = prev_end.max(end);
+        }
+        used
+    }
+}

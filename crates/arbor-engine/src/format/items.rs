@@ -1,0 +1,171 @@
+//! The item types the engine itself stores.
+//!
+//! ```text
+//! RootItem   (root tree, key (tree id, ROOT_ITEM, 0)), 24 bytes
+//!      0    8 bytenr      root node of the tree
+//!      8    8 generation  generation of that node
+//!     16    1 level       height of the tree
+//!     17    7 reserved    zero
+//!
+//! ExtentItem (extent tree, key (bytenr, EXTENT_ITEM, length)), 16 bytes
+//!      0    8 refs        number of references: parent pointers + root pointers
+//!                         + pending drops
+//!      8    8 flags       EXTENT_FLAG_TREE_BLOCK or EXTENT_FLAG_DATA
+//!
+//! DropItem   (root tree, key (DROP_QUEUE, DROP_ITEM, bytenr)), 16 bytes
+//!      0    8 generation  generation of the node to drop (from its parent pointer)
+//!      8    4 count       references to drop
+//!     12    1 level       level of the node
+//!     13    3 reserved    zero
+//! ```
+
+use super::RootPtr;
+use super::bytes::{get_u8, get_u32, get_u64, put_u32, put_u64};
+
+/// The extent holds a B-tree node.
+pub const EXTENT_FLAG_TREE_BLOCK: u64 = 1;
+/// The extent holds file data (used by the filesystem layer).
+pub const EXTENT_FLAG_DATA: u64 = 2;
+
+fn exact(v: &[u8], len: usize, what: &str) -> Result<(), String> {
+    if v.len() == len {
+        Ok(())
+    } else {
+        Err(format!("{what} is {} bytes, expected {len}", v.len()))
+    }
+}
+
+/// A tree's root pointer, as the root tree stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootItem(pub RootPtr);
+
+impl RootItem {
+    /// Encoded size.
+    pub const SIZE: usize = 24;
+
+    /// Encodes the item.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; Self::SIZE];
+        put_u64(&mut b, 0, self.0.bytenr);
+        put_u64(&mut b, 8, self.0.generation);
+        b[16] = self.0.level;
+        b
+    }
+
+    /// Decodes the item.
+    pub fn decode(v: &[u8]) -> Result<Self, String> {
+        exact(v, Self::SIZE, "root item")?;
+        Ok(Self(RootPtr {
+            bytenr: get_u64(v, 0).ok_or("truncated root item")?,
+            generation: get_u64(v, 8).ok_or("truncated root item")?,
+            level: get_u8(v, 16).ok_or("truncated root item")?,
+        }))
+    }
+}
+
+/// An allocated extent's reference count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtentItem {
+    /// Number of references.
+    pub refs: u64,
+    /// What the extent holds.
+    pub flags: u64,
+}
+
+impl ExtentItem {
+    /// Encoded size.
+    pub const SIZE: usize = 16;
+
+    /// Encodes the item.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; Self::SIZE];
+        put_u64(&mut b, 0, self.refs);
+        put_u64(&mut b, 8, self.flags);
+        b
+    }
+
+    /// Decodes the item.
+    pub fn decode(v: &[u8]) -> Result<Self, String> {
+        exact(v, Self::SIZE, "extent item")?;
+        let item = Self {
+            refs: get_u64(v, 0).ok_or("truncated extent item")?,
+            flags: get_u64(v, 8).ok_or("truncated extent item")?,
+        };
+        if item.refs == 0 {
+            return Err("extent item with zero references".into());
+        }
+        Ok(item)
+    }
+}
+
+/// References to a node that still have to be dropped, possibly across many commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropItem {
+    /// Generation of the node.
+    pub generation: u64,
+    /// How many references to drop.
+    pub count: u32,
+    /// Level of the node.
+    pub level: u8,
+}
+
+impl DropItem {
+    /// Encoded size.
+    pub const SIZE: usize = 16;
+
+    /// Encodes the item.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; Self::SIZE];
+        put_u64(&mut b, 0, self.generation);
+        put_u32(&mut b, 8, self.count);
+        b[12] = self.level;
+        b
+    }
+
+    /// Decodes the item.
+    pub fn decode(v: &[u8]) -> Result<Self, String> {
+        exact(v, Self::SIZE, "drop item")?;
+        let item = Self {
+            generation: get_u64(v, 0).ok_or("truncated drop item")?,
+            count: get_u32(v, 8).ok_or("truncated drop item")?,
+            level: get_u8(v, 12).ok_or("truncated drop item")?,
+        };
+        if item.count == 0 {
+            return Err("drop item with a zero count".into());
+        }
+        Ok(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_round_trip() {
+        let r = RootItem(RootPtr {
+            bytenr: 1 << 20,
+            generation: 3,
+            level: 2,
+        });
+        assert_eq!(RootItem::decode(&r.encode()), Ok(r));
+        let e = ExtentItem {
+            refs: 2,
+            flags: EXTENT_FLAG_TREE_BLOCK,
+        };
+        assert_eq!(ExtentItem::decode(&e.encode()), Ok(e));
+        let d = DropItem {
+            generation: 4,
+            count: 1,
+            level: 0,
+        };
+        assert_eq!(DropItem::decode(&d.encode()), Ok(d));
+    }
+
+    #[test]
+    fn items_of_the_wrong_size_are_rejected() {
+        assert!(RootItem::decode(&[0; 23]).is_err());
+        assert!(ExtentItem::decode(&[0; 17]).is_err());
+        assert!(ExtentItem::decode(&[0; 16]).unwrap_err().contains("zero"));
+    }
+}

@@ -1,0 +1,47 @@
+//! Shared helpers for the engine's integration tests.
+#![allow(dead_code)]
+
+use arbor_engine::storage::{MemStorage, Storage};
+use arbor_engine::{Config, Engine, Key, MkfsOptions, check};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The logical content of every user tree.
+pub type Model = BTreeMap<u64, BTreeMap<Key, Vec<u8>>>;
+
+pub fn small_opts(nodesize: u32) -> MkfsOptions {
+    MkfsOptions {
+        nodesize: Some(nodesize),
+        ..Default::default()
+    }
+}
+
+pub fn mem_engine(size: u64, nodesize: u32) -> (Arc<MemStorage>, Engine) {
+    let dev = Arc::new(MemStorage::new(size));
+    let e = Engine::create(dev.clone(), &small_opts(nodesize), Config::default())
+        .expect("mkfs on a memory device");
+    (dev, e)
+}
+
+/// Reads every user tree back into a model.
+pub fn snapshot(e: &Engine) -> Model {
+    let mut m = Model::new();
+    for t in e.trees() {
+        let items = e
+            .range(t, ..)
+            .expect("range")
+            .collect::<Result<BTreeMap<_, _>, _>>();
+        m.insert(t, items.expect("scan"));
+    }
+    m
+}
+
+/// Asserts that the checker finds nothing wrong, printing its report otherwise.
+pub fn assert_clean(dev: &dyn Storage) {
+    let r = check(dev);
+    assert!(r.is_clean(), "checker found problems:\n{r}");
+}
+
+pub fn key(n: u64) -> Key {
+    Key::new(n / 7, (n % 7) as u8, n * 3)
+}
