@@ -45,3 +45,42 @@ pub fn assert_clean(dev: &dyn Storage) {
 pub fn key(n: u64) -> Key {
     Key::new(n / 7, (n % 7) as u8, n * 3)
 }
+
+/// Describes the first difference between two models, or `None` if they are equal.
+/// Used instead of `assert_eq!`, whose output for whole trees is unreadable.
+pub fn first_difference(got: &Model, want: &Model) -> Option<String> {
+    let trees: std::collections::BTreeSet<_> = got.keys().chain(want.keys()).collect();
+    for t in trees {
+        match (got.get(t), want.get(t)) {
+            (None, _) => return Some(format!("tree {t} is missing")),
+            (_, None) => return Some(format!("tree {t} should not exist")),
+            (Some(g), Some(w)) => {
+                let keys: std::collections::BTreeSet<_> = g.keys().chain(w.keys()).collect();
+                for k in keys {
+                    match (g.get(k), w.get(k)) {
+                        (a, b) if a == b => {}
+                        (None, _) => return Some(format!("tree {t}: key {k} is missing")),
+                        (_, None) => return Some(format!("tree {t}: key {k} should not exist")),
+                        (Some(a), Some(b)) => {
+                            return Some(format!(
+                                "tree {t}: key {k} holds {} bytes starting {:?}, expected {} starting {:?}",
+                                a.len(),
+                                a.first(),
+                                b.len(),
+                                b.first()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Asserts two models are equal, naming the first difference.
+pub fn assert_same(got: &Model, want: &Model, context: &str) {
+    if let Some(d) = first_difference(got, want) {
+        panic!("{context}: {d}");
+    }
+}

@@ -17,7 +17,7 @@ fn items_survive_commit_and_reopen() {
     assert_clean(&*dev);
     let before = snapshot(&e);
     let e2 = Engine::open(dev.clone(), Config::default()).unwrap();
-    assert_eq!(snapshot(&e2), before);
+    assert_same(&snapshot(&e2), &before, "after reopen");
     assert_eq!(before[&5].len(), 5000);
     assert_eq!(
         e2.get(5, key(77)).unwrap(),
