@@ -190,3 +190,47 @@ fn dirty_memory_limit_forces_commits() {
     );
     assert_clean(&*dev);
 }
+
+#[test]
+fn a_large_drop_proceeds_in_bounded_steps_across_commits() {
+    let dev = Arc::new(arbor_engine::storage::MemStorage::new(64 << 20));
+    let cfg = Config {
+        drop_nodes_per_commit: 10,
+        ..Config::default()
+    };
+    let mut e = Engine::create(dev.clone(), &small_opts(4096), cfg.clone()).unwrap();
+    e.create_tree(5).unwrap();
+    for i in 0..30_000u64 {
+        e.insert(5, key(i), &[1; 40]).unwrap();
+    }
+    e.commit().unwrap();
+    let empty_used = {
+        let (_d, fresh) = mem_engine(64 << 20, 4096);
+        fresh.space().used_bytes
+    };
+    e.drop_tree(5).unwrap();
+    let mut commits = 0;
+    let mut last_pending = usize::MAX;
+    while e.pending_drops() > 0 {
+        e.commit().unwrap();
+        commits += 1;
+        assert_clean(&*dev);
+        // Reopening mid-drop resumes from the persisted queue.
+        if commits == 5 {
+            let pending = e.pending_drops();
+            e = Engine::open(dev.clone(), cfg.clone()).unwrap();
+            assert_eq!(e.pending_drops(), pending);
+        }
+        assert!(commits < 10_000);
+        last_pending = last_pending.min(e.pending_drops());
+    }
+    assert!(
+        commits > 20,
+        "the drop finished in {commits} commits: steps are not bounded"
+    );
+    e.commit().unwrap();
+    assert!(
+        e.space().used_bytes <= empty_used + 4096 * 4,
+        "space was not returned"
+    );
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite. `.ci/run` calls this; run it from anywhere in the repository.
+#
+# It installs what a fresh machine lacks, then runs: rustfmt --check, clippy with
+# -D warnings, every test of the workspace, and a quick smoke run of the engine
+# benchmark. Set ARBOR_LONG=1 for the longer campaigns (more property-test cases,
+# more crash seeds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        rustup component add "$component"
+    fi
+done
+cargo --version
+
+step "rustfmt --check"
+cargo fmt --all -- --check
+
+step "clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
+
+step "engine benchmark smoke run (arbor vs redb, --quick)"
+cargo run --release --locked -q -p arbor-bench -- --quick
+
+echo
+echo "all checks passed"
