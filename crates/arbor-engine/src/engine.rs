@@ -545,8 +545,13 @@ impl Engine {
     pub(crate) fn free_node(&mut self, bytenr: u64) {
         let ns = u64::from(self.sb.nodesize);
         self.node_ref(bytenr, -1);
-        if self.dirty.remove(&bytenr).is_some() && !self.refs.contains_key(&bytenr) {
-            self.alloc.release(bytenr, ns);
+        if self.dirty.contains_key(&bytenr) {
+            // Written in this transaction: never durable, so reusable at once, unless a
+            // clone taken in this transaction still holds it.
+            if !self.refs.contains_key(&bytenr) {
+                self.dirty.remove(&bytenr);
+                self.alloc.release(bytenr, ns);
+            }
         } else {
             self.alloc.pin(bytenr, ns);
             if let Ok(mut c) = self.cache.lock() {
