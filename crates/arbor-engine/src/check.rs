@@ -6,7 +6,7 @@
 use crate::engine::read_superblock;
 use crate::format::{
     Body, DropItem, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, RootItem, RootPtr, Superblock,
-    decode_node, item_type, objectid, reserved_ranges,
+    decode_node, item_type, objectid, reserved_ranges, validate_extent,
 };
 use crate::storage::Storage;
 use std::collections::{BTreeMap, HashMap};
@@ -99,7 +99,12 @@ pub fn check(storage: &dyn Storage) -> CheckReport {
     for (key, value) in root_items {
         match key.ty {
             item_type::ROOT_ITEM if key.objectid >= objectid::FIRST_USER_TREE => {
-                match RootItem::decode(&value) {
+                let valid = RootItem::decode(&value).and_then(|item| {
+                    item.0
+                        .validate(sb.generation, sb.nodesize, sb.total_bytes)?;
+                    Ok(item)
+                });
+                match valid {
                     Ok(item) => {
                         report.trees += 1;
                         w.walk_root(key.objectid, item.0);
@@ -108,14 +113,18 @@ pub fn check(storage: &dyn Storage) -> CheckReport {
                 }
             }
             item_type::DROP_ITEM if key.objectid == objectid::DROP_QUEUE => {
-                match DropItem::decode(&value) {
+                let ptr = |d: &DropItem| RootPtr {
+                    bytenr: key.offset,
+                    generation: d.generation,
+                    level: d.level,
+                };
+                let valid = DropItem::decode(&value).and_then(|d| {
+                    ptr(&d).validate(sb.generation, sb.nodesize, sb.total_bytes)?;
+                    Ok(d)
+                });
+                match valid {
                     Ok(d) => {
-                        let ptr = RootPtr {
-                            bytenr: key.offset,
-                            generation: d.generation,
-                            level: d.level,
-                        };
-                        w.walk_root(objectid::DROP_QUEUE, ptr);
+                        w.walk_root(objectid::DROP_QUEUE, ptr(&d));
                         *w.refs.entry(key.offset).or_default() += u64::from(d.count) - 1;
                     }
                     Err(why) => w.problems.push(format!("root tree item {key}: {why}")),
@@ -140,7 +149,7 @@ pub fn check(storage: &dyn Storage) -> CheckReport {
         .map(|(s, e)| e - s)
         .sum();
     report.used_bytes = used;
-    report.free_bytes = sb.total_bytes.saturating_sub(reserved + used);
+    report.free_bytes = sb.total_bytes.saturating_sub(reserved.saturating_add(used));
     report.nodes = w.nodes;
     report.problems.extend(w.problems);
     report
@@ -221,7 +230,12 @@ impl Walker<'_> {
                     .push(format!("extent tree item {key}: unexpected item type"));
                 continue;
             }
-            match ExtentItem::decode(&value) {
+            let (ns, total) = (self.sb.nodesize, self.sb.total_bytes);
+            let valid = ExtentItem::decode(&value).and_then(|item| {
+                validate_extent(key.objectid, key.offset, item.flags, ns, total)?;
+                Ok(item)
+            });
+            match valid {
                 Ok(item) => {
                     extents.insert(key.objectid, (key.offset, item));
                 }

@@ -6,7 +6,7 @@
 //!    shadows extent tree nodes, which changes references again; repeat until nothing
 //!    is pending (a few rounds: a node is shadowed at most once per transaction).
 //! 4. Write every dirty node to its new place; flush.
-//! 5. Write every superblock copy; flush.
+//! 5. Write the primary superblock copy; flush. Write the mirror copies; flush.
 //! 6. Blocks freed by this transaction become reusable.
 //!
 //! Until step 5 reaches the media, every superblock copy names the previous
@@ -24,7 +24,8 @@ const MAX_EXTENT_ROUNDS: usize = 64;
 
 impl Engine {
     /// Makes every change since the last commit durable, atomically. On failure the
-    /// image still holds the previous commit and this handle is poisoned.
+    /// handle is poisoned and the image holds a consistent state: the previous commit,
+    /// or this one if the failure came after its superblock reached the device.
     pub fn commit(&mut self) -> Result<()> {
         self.check_writable()?;
         let r = self.commit_inner();
@@ -164,12 +165,19 @@ impl Engine {
         sb.root_tree = self.root(objectid::ROOT_TREE)?;
         sb.extent_tree = self.root(objectid::EXTENT_TREE)?;
         sb.bytes_used = self.bytes_used;
-        for (i, off) in superblock_offsets(sb.total_bytes).into_iter().enumerate() {
-            self.storage
-                .write_at(off, &sb.encode(i as u32))
-                .map_err(Error::io(off))?;
+        // The primary copy first, then the mirrors: a torn write can damage only the
+        // copies of one phase, and the other phase always holds a valid superblock.
+        let offsets = superblock_offsets(sb.total_bytes);
+        for phase in [0..1, 1..offsets.len()] {
+            for i in phase.clone() {
+                let off = offsets[i];
+                let bytes = sb.encode(i as u32);
+                self.storage.write_at(off, &bytes).map_err(Error::io(off))?;
+            }
+            if !phase.is_empty() {
+                self.storage.flush().map_err(Error::io(0))?;
+            }
         }
-        self.storage.flush().map_err(Error::io(0))?;
         self.sb = sb;
         Ok(())
     }

@@ -8,6 +8,7 @@ use crate::format::{
     Body, DropItem, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, MAX_NODESIZE, MIN_NODESIZE,
     NODE_HEADER_SIZE, Node, RESERVED_HEAD, RootItem, RootPtr, SECTOR_SIZE, SUPERBLOCK_SIZE,
     Superblock, decode_node, item_type, objectid, reserved_ranges, superblock_offsets,
+    validate_extent,
 };
 use crate::storage::Storage;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -282,14 +283,24 @@ impl Engine {
                 key: key.to_string(),
                 reason,
             };
+            let (sb_gen, ns, total) = (self.sb.generation, self.sb.nodesize, self.sb.total_bytes);
             match key.ty {
-                item_type::ROOT_ITEM if key.objectid >= objectid::FIRST_USER_TREE => {
+                item_type::ROOT_ITEM
+                    if key.objectid >= objectid::FIRST_USER_TREE && key.offset == 0 =>
+                {
                     let item = RootItem::decode(&value).map_err(bad)?;
+                    item.0.validate(sb_gen, ns, total).map_err(bad)?;
                     self.roots.insert(key.objectid, item.0);
                 }
                 item_type::DROP_ITEM if key.objectid == objectid::DROP_QUEUE => {
-                    self.drops
-                        .insert(key.offset, DropItem::decode(&value).map_err(bad)?);
+                    let item = DropItem::decode(&value).map_err(bad)?;
+                    let ptr = RootPtr {
+                        bytenr: key.offset,
+                        generation: item.generation,
+                        level: item.level,
+                    };
+                    ptr.validate(sb_gen, ns, total).map_err(bad)?;
+                    self.drops.insert(key.offset, item);
                 }
                 _ => return Err(bad("unexpected item in the root tree".into())),
             }
@@ -309,15 +320,18 @@ impl Engine {
                 key: key.to_string(),
                 reason,
             })?;
-            if key.ty != item_type::EXTENT_ITEM || item.refs == 0 {
-                return Err(Error::CorruptItem {
-                    tree: objectid::EXTENT_TREE,
-                    key: key.to_string(),
-                    reason: "not an extent item".into(),
-                });
+            let bad = |reason: String| Error::CorruptItem {
+                tree: objectid::EXTENT_TREE,
+                key: key.to_string(),
+                reason,
+            };
+            if key.ty != item_type::EXTENT_ITEM {
+                return Err(bad("not an extent item".into()));
             }
+            let (ns, total) = (self.sb.nodesize, self.sb.total_bytes);
+            validate_extent(key.objectid, key.offset, item.flags, ns, total).map_err(bad)?;
             extents.push((key.objectid, key.offset));
-            used += key.offset;
+            used = used.saturating_add(key.offset);
             count += 1;
         }
         for (bytenr, len) in extents {
@@ -783,30 +797,49 @@ impl Engine {
 /// copy that was not valid.
 pub fn read_superblock(storage: &dyn Storage) -> Result<(Superblock, Vec<String>)> {
     let len = storage.len().map_err(Error::io(0))?;
-    let mut best: Option<Superblock> = None;
-    let mut problems = Vec::new();
+    let mut found = Vec::new();
     for (i, off) in superblock_offsets(len).into_iter().enumerate() {
         let mut buf = vec![0u8; SUPERBLOCK_SIZE];
-        if let Err(e) = storage.read_at(off, &mut buf) {
-            problems.push(format!(
-                "superblock copy {i} at offset {off}: read failed: {e}"
-            ));
-            continue;
-        }
-        match Superblock::decode(&buf, i as u32) {
-            Ok(sb) if sb.total_bytes > len => problems.push(format!(
-                "superblock copy {i} at offset {off}: total_bytes {} exceeds the device ({len})",
-                sb.total_bytes
-            )),
-            Ok(sb) if off >= sb.total_bytes => {}
-            Ok(sb) => {
-                if best.as_ref().is_none_or(|b| sb.generation > b.generation) {
-                    best = Some(sb);
+        let decoded = match storage.read_at(off, &mut buf) {
+            Err(e) => Err(format!("read failed: {e}")),
+            Ok(()) => Superblock::decode(&buf, i as u32).and_then(|sb| {
+                if sb.total_bytes > len {
+                    Err(format!(
+                        "total_bytes {} exceeds the device ({len} bytes)",
+                        sb.total_bytes
+                    ))
+                } else if off + SUPERBLOCK_SIZE as u64 > sb.total_bytes {
+                    Err(format!(
+                        "copy lies outside its own filesystem of {} bytes",
+                        sb.total_bytes
+                    ))
+                } else {
+                    Ok(sb)
                 }
-            }
-            Err(why) => problems.push(format!("superblock copy {i} at offset {off}: {why}")),
-        }
+            }),
+        };
+        found.push((i, off, decoded));
     }
+    let best = found
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok())
+        .max_by_key(|sb| sb.generation)
+        .cloned();
+    // A filesystem smaller than its device owns only the slots inside it; mkfs wiped
+    // the others, so their state is no problem.
+    let owned = |off: u64| {
+        best.as_ref()
+            .is_none_or(|sb| off + SUPERBLOCK_SIZE as u64 <= sb.total_bytes)
+    };
+    let problems: Vec<String> = found
+        .iter()
+        .filter(|(_, off, _)| owned(*off))
+        .filter_map(|(i, off, r)| {
+            r.as_ref()
+                .err()
+                .map(|why| format!("superblock copy {i} at offset {off}: {why}"))
+        })
+        .collect();
     for p in &problems {
         tracing::warn!("{p}");
     }

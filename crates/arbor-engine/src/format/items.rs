@@ -98,6 +98,35 @@ impl ExtentItem {
     }
 }
 
+/// Checks an extent item's placement: a non-empty, sector-aligned range inside the
+/// device; a tree block is exactly one node long.
+pub fn validate_extent(
+    bytenr: u64,
+    len: u64,
+    flags: u64,
+    nodesize: u32,
+    total: u64,
+) -> Result<(), String> {
+    let sector = u64::from(super::SECTOR_SIZE);
+    if len == 0 || !len.is_multiple_of(sector) || !bytenr.is_multiple_of(sector) {
+        return Err(format!(
+            "extent at {bytenr} of {len} bytes is empty or not sector-aligned"
+        ));
+    }
+    if bytenr.checked_add(len).is_none_or(|end| end > total) {
+        return Err(format!(
+            "extent at {bytenr} of {len} bytes runs past the device end"
+        ));
+    }
+    match flags {
+        EXTENT_FLAG_TREE_BLOCK if len != u64::from(nodesize) => Err(format!(
+            "tree block extent at {bytenr} is {len} bytes, not one node"
+        )),
+        EXTENT_FLAG_TREE_BLOCK | EXTENT_FLAG_DATA => Ok(()),
+        other => Err(format!("extent at {bytenr} has unknown flags {other:#x}")),
+    }
+}
+
 /// References to a node that still have to be dropped, possibly across many commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropItem {

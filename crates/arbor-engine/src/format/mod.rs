@@ -1,8 +1,7 @@
 //! The on-disk format, defined once. `docs/format.md` describes the same bytes in prose.
 //!
 //! Every integer is little-endian. Every layout constant is derived from the one before
-//! it, so the offsets in this module and the tables in `docs/format.md` cannot drift
-//! apart without a test noticing.
+//! it. `docs/format.md` repeats these layouts in prose: change both in one commit.
 
 mod bytes;
 mod items;
@@ -10,7 +9,9 @@ mod key;
 mod node;
 mod superblock;
 
-pub use items::{DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, ExtentItem, RootItem};
+pub use items::{
+    DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, ExtentItem, RootItem, validate_extent,
+};
 pub use key::{KEY_SIZE, Key, item_type, objectid};
 pub use node::{
     BRANCH_PTR_SIZE, Body, Expect, LEAF_ITEM_SIZE, NODE_HEADER_SIZE, Node, Ptr, decode_node,

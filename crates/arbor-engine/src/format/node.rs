@@ -226,7 +226,16 @@ pub fn decode_node(b: &[u8], want: &Expect<'_>) -> Result<Node, String> {
         return Err(format!("unknown node flags {flags:#x}"));
     }
     let owner = get_u64(b, OWNER_OFFSET).ok_or("truncated header")?;
+    if b[OWNER_OFFSET + 8..NODE_HEADER_SIZE]
+        .iter()
+        .any(|&x| x != 0)
+    {
+        return Err("reserved header bytes 48..64 are not zero".into());
+    }
     let n = usize::from(get_u16(b, NRITEMS_OFFSET).ok_or("truncated header")?);
+    if n == 0 && want.lo.is_some() {
+        return Err("a node below the root holds no items".into());
+    }
     let body = if level == 0 {
         decode_leaf(b, n)?
     } else {
@@ -475,6 +484,31 @@ mod tests {
                 .unwrap_err()
                 .contains("child generation")
         );
+    }
+
+    #[test]
+    fn reserved_header_bytes_and_empty_children_are_rejected() {
+        let n = leaf();
+        let mut b = encode_node(&n, 4096, &FSID);
+        b[50] = 1;
+        reseal(&mut b);
+        assert!(
+            decode_node(&b, &expect(&n))
+                .unwrap_err()
+                .contains("reserved")
+        );
+        let empty = Node {
+            body: Body::Leaf(vec![]),
+            ..leaf()
+        };
+        let b = encode_node(&empty, 4096, &FSID);
+        assert!(
+            decode_node(&b, &expect(&empty)).is_ok(),
+            "an empty root leaf is fine"
+        );
+        let mut e = expect(&empty);
+        e.lo = Some(Key::MIN);
+        assert!(decode_node(&b, &e).unwrap_err().contains("no items"));
     }
 
     #[test]

@@ -69,6 +69,29 @@ pub struct RootPtr {
 }
 
 impl RootPtr {
+    /// Checks that the pointer can name a node of a filesystem committed at
+    /// `generation`, with nodes of `nodesize` bytes on a device of `total` bytes.
+    pub fn validate(&self, generation: u64, nodesize: u32, total: u64) -> Result<(), String> {
+        let ns = u64::from(nodesize);
+        if self.generation == 0 || self.generation > generation {
+            return Err(format!(
+                "root generation {} is not in 1..={generation}",
+                self.generation
+            ));
+        }
+        let end = self.bytenr.checked_add(ns);
+        if self.bytenr == 0 || !self.bytenr.is_multiple_of(ns) || end.is_none_or(|e| e > total) {
+            return Err(format!(
+                "root at {} is not a valid node address",
+                self.bytenr
+            ));
+        }
+        if usize::from(self.level) >= super::node::MAX_LEVEL {
+            return Err(format!("root level {} is too deep", self.level));
+        }
+        Ok(())
+    }
+
     fn encode(&self, b: &mut [u8], off: usize) {
         put_u64(b, off, self.bytenr);
         put_u64(b, off + 8, self.generation);
@@ -160,6 +183,15 @@ impl Superblock {
         if incompat != 0 {
             return Err(format!("unknown incompatible feature flags {incompat:#x}"));
         }
+        let pads = [
+            (ROOT_TREE_OFFSET + 17, ROOT_TREE_OFFSET + ROOT_PTR_SIZE),
+            (EXTENT_TREE_OFFSET + 17, EXTENT_TREE_OFFSET + ROOT_PTR_SIZE),
+            (COPY_INDEX_OFFSET + 4, INCOMPAT_OFFSET),
+            (LABEL_OFFSET + LABEL_MAX, SUPERBLOCK_SIZE),
+        ];
+        if let Some((start, _)) = pads.iter().find(|(s, e)| b[*s..*e].iter().any(|&x| x != 0)) {
+            return Err(format!("reserved bytes at offset {start} are not zero"));
+        }
         let idx = get_u32(b, COPY_INDEX_OFFSET).ok_or("truncated")?;
         if idx != copy_index {
             return Err(format!(
@@ -203,25 +235,15 @@ impl Superblock {
                 self.bytes_used, self.total_bytes
             ));
         }
+        if self.generation == u64::MAX {
+            return Err("generation is exhausted (u64::MAX)".into());
+        }
         for (name, r) in [
             ("root tree", self.root_tree),
             ("extent tree", self.extent_tree),
         ] {
-            if r.generation > self.generation {
-                return Err(format!(
-                    "{name} root generation {} is newer than the superblock's {}",
-                    r.generation, self.generation
-                ));
-            }
-            if r.bytenr % u64::from(ns) != 0 || r.bytenr + u64::from(ns) > self.total_bytes {
-                return Err(format!(
-                    "{name} root at {} is not a valid node address",
-                    r.bytenr
-                ));
-            }
-            if usize::from(r.level) >= super::node::MAX_LEVEL {
-                return Err(format!("{name} root level {} is too deep", r.level));
-            }
+            r.validate(self.generation, ns, self.total_bytes)
+                .map_err(|e| format!("{name} {e}"))?;
         }
         Ok(())
     }
