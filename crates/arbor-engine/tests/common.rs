@@ -84,3 +84,8 @@ pub fn assert_same(got: &Model, want: &Model, context: &str) {
         panic!("{context}: {d}");
     }
 }
+
+/// True when `ARBOR_LONG=1`: tests then run their longer campaigns.
+pub fn long_campaign() -> bool {
+    std::env::var("ARBOR_LONG").is_ok_and(|v| v == "1")
+}

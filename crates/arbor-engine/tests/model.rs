@@ -217,8 +217,12 @@ fn run(ops: &[Op], cfg: Config) {
     h.verify();
 }
 
+fn cases() -> u32 {
+    if long_campaign() { 5000 } else { 256 }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn random_operations_match_a_btreemap_model(ops in proptest::collection::vec(op(), 1..120)) {
