@@ -100,8 +100,8 @@ impl Subject for ArborDb {
         Ok(count)
     }
 
-    fn small_commits(&mut self, w: &Workload) -> Result<()> {
-        for batch in &w.batches {
+    fn small_commits(&mut self, batches: &[Vec<u64>]) -> Result<()> {
+        for batch in batches {
             for &k in batch {
                 self.engine
                     .insert(DATA_TREE, key(k), &value(k, SALT_LOAD))?;

@@ -8,6 +8,7 @@ mod markdown;
 mod phases;
 mod redb_db;
 mod report;
+mod revision;
 mod workloads;
 
 use anyhow::{Context, Result};
@@ -18,6 +19,7 @@ use phases::Phase;
 use redb_db::RedbDb;
 use report::{Results, Side};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use workloads::{Sizes, Subject, Workload};
 
 /// Benchmarks arbor's engine against redb: bulk insert, point lookup, range scans,
@@ -86,6 +88,7 @@ fn main() -> Result<()> {
         let info = markdown::RunInfo {
             machine: &machine,
             command: reproduce_command(),
+            revision: revision::engine_revision(),
             reps,
             seed: args.seed,
         };
@@ -95,8 +98,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// One repetition: fresh stores for both engines, every phase on each in turn. The
-/// engine that goes first alternates between repetitions.
+/// One repetition: fresh stores for both engines, every phase (or slice of a phase) on
+/// each in turn. The engine that goes first alternates between repetitions.
 fn run_once(w: &Workload, base: &Path, rep: usize, results: &mut Results) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("arbor-bench.")
@@ -111,14 +114,20 @@ fn run_once(w: &Workload, base: &Path, rep: usize, results: &mut Results) -> Res
         subjects.reverse();
     }
     for phase in Phase::ALL {
-        for (side, subject) in subjects.iter_mut() {
-            let before = subject.used_bytes()?;
-            let took = phase
-                .run(&mut **subject, w)
-                .with_context(|| format!("{side:?}: {phase:?}"))?;
-            if phase == Phase::SnapshotModify {
-                results.space(*side, subject.used_bytes()?.saturating_sub(before));
+        let mut took = [Duration::ZERO; 2];
+        for slice in 0..phase.slices(w) {
+            for (i, (side, subject)) in subjects.iter_mut().enumerate() {
+                let space = phase == Phase::SnapshotModify;
+                let before = if space { subject.used_bytes()? } else { 0 };
+                took[i] += phase
+                    .run(&mut **subject, w, slice)
+                    .with_context(|| format!("{side:?}: {phase:?}"))?;
+                if space {
+                    results.space(*side, subject.used_bytes()?.saturating_sub(before));
+                }
             }
+        }
+        for ((side, _), took) in subjects.iter().zip(took) {
             eprintln!("run {}: {side:?} {phase:?}: {took:.3?}", rep + 1);
             results.time(phase, *side, took);
         }

@@ -2,6 +2,7 @@
 //! between its markers, leaving the rest of the file alone.
 
 use crate::machine::Machine;
+use crate::phases::COMMITS_PER_SLICE;
 use crate::redb_db::{REDB_CACHE_BYTES, REDB_VERSION};
 use crate::report::Results;
 use crate::workloads::{VALUE_LEN, Workload};
@@ -35,6 +36,8 @@ pub struct RunInfo<'a> {
     pub reps: usize,
     /// The seed of the key order.
     pub seed: u64,
+    /// The git revision of the engine measured, if known.
+    pub revision: Option<String>,
 }
 
 /// The whole section, markers included.
@@ -47,16 +50,21 @@ pub fn section(info: &RunInfo<'_>, w: &Workload, results: &Results) -> String {
     let _ = writeln!(s, "## Engine: arbor vs redb\n");
     let _ = writeln!(
         s,
-        "Measured {date} on {cpu} ({nproc} CPUs), Linux {kernel}, {fs}. arbor-engine {ver} \
+        "Measured {date} on {cpu} ({nproc} CPUs), Linux {kernel}, {fs}. arbor-engine {ver}{rev} \
          against redb {REDB_VERSION}, both on files in the same directory. N = {n} items \
          with {VALUE_LEN}-byte values, keys in a random order from seed {seed}; median of \
-         {reps} run{plural}, each from empty stores, the two engines taking turns at every workload.\n",
+         {reps} run{plural}, each from empty stores, the two engines taking turns at every workload (in the commit workload, at every \
+         {COMMITS_PER_SLICE} transactions, so that both see the same drift in fsync latency).\n",
         date = m.date,
         cpu = m.cpu,
         nproc = m.nproc,
         kernel = m.kernel,
         fs = m.filesystem,
         ver = env!("CARGO_PKG_VERSION"),
+        rev = info
+            .revision
+            .as_ref()
+            .map_or(String::new(), |r| format!(" (git {r})")),
         n = w.sizes.items,
         seed = info.seed,
         reps = info.reps,

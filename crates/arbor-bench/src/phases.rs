@@ -5,6 +5,10 @@ use crate::workloads::{Subject, VALUE_LEN, Workload};
 use anyhow::{Result, ensure};
 use std::time::{Duration, Instant};
 
+/// Small transactions per slice of the commit workload. The engines take turns slice
+/// by slice, so that both see the same state of the disk (whose fsync latency drifts).
+pub const COMMITS_PER_SLICE: usize = 50;
+
 /// One timed workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -63,16 +67,29 @@ impl Phase {
         }
     }
 
-    /// Runs the phase on `subject`, checks its result and returns the time it took
-    /// (checks excluded).
-    pub fn run(self, subject: &mut dyn Subject, w: &Workload) -> Result<Duration> {
+    /// Into how many slices the phase is cut; the engines take turns at every slice.
+    pub fn slices(self, w: &Workload) -> usize {
+        match self {
+            Phase::SmallCommits => w.batches.len().div_ceil(COMMITS_PER_SLICE).max(1),
+            _ => 1,
+        }
+    }
+
+    /// Runs slice `slice` of the phase on `subject`, checks its result and returns the
+    /// time it took (checks excluded).
+    pub fn run(self, subject: &mut dyn Subject, w: &Workload, slice: usize) -> Result<Duration> {
+        let batches = w
+            .batches
+            .chunks(COMMITS_PER_SLICE)
+            .nth(slice)
+            .unwrap_or_default();
         let start = Instant::now();
         let result = match self {
             Phase::BulkInsert => subject.bulk_insert(w).map(|()| None),
             Phase::PointLookup => subject.point_lookups(w).map(Some),
             Phase::FullScan => subject.full_scan().map(Some),
             Phase::ShortScans => subject.short_scans(w).map(Some),
-            Phase::SmallCommits => subject.small_commits(w).map(|()| None),
+            Phase::SmallCommits => subject.small_commits(batches).map(|()| None),
             Phase::SnapshotModify => subject.snapshot_then_modify(w).map(|()| None),
         };
         let elapsed = start.elapsed();

@@ -100,8 +100,8 @@ impl Subject for RedbDb {
         Ok(count)
     }
 
-    fn small_commits(&mut self, w: &Workload) -> Result<()> {
-        for batch in &w.batches {
+    fn small_commits(&mut self, batches: &[Vec<u64>]) -> Result<()> {
+        for batch in batches {
             self.insert_all(batch, SALT_LOAD)?;
         }
         Ok(())

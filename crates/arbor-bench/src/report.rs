@@ -57,11 +57,16 @@ impl Results {
     /// median, their ratio and what it means.
     pub fn table(&self, w: &Workload) -> String {
         let mut out = String::from(
-            "| workload | arbor (median) | redb (median) | arbor / redb | verdict |\n\
-             |---|--:|--:|--:|---|\n",
+            "| workload | arbor (median) | redb (median) | arbor / redb | per-run ratios | verdict |\n\
+             |---|--:|--:|--:|--:|---|\n",
         );
         for (&phase, [a, r]) in &self.times {
             let ops = phase.ops(w) as f64;
+            let runs = spread(
+                a.iter()
+                    .zip(r)
+                    .map(|(a, r)| a.as_secs_f64() / r.as_secs_f64()),
+            );
             let (a, r) = (median(a, ops), median(r, ops));
             let per = if phase.ops(w) > 1 { " per txn" } else { "" };
             row(
@@ -69,20 +74,21 @@ impl Results {
                 &phase.describe(w),
                 &format!("{}{per}", secs(a)),
                 &format!("{}{per}", secs(r)),
-                a / r,
+                (a / r, &runs),
                 ("faster", "slower"),
             );
         }
         let [a, r] = &self.space;
         if !a.is_empty() && !r.is_empty() {
             let to_f = |v: &Vec<u64>| -> Vec<f64> { v.iter().map(|&b| b as f64).collect() };
+            let runs = spread(a.iter().zip(r).map(|(&a, &r)| a as f64 / r as f64));
             let (a, r) = (median_f(to_f(a)), median_f(to_f(r)));
             row(
                 &mut out,
                 "space added by the clone/savepoint workload",
                 &bytes(a),
                 &bytes(r),
-                a / r,
+                (a / r, &runs),
                 ("smaller", "larger"),
             );
         }
@@ -90,7 +96,10 @@ impl Results {
     }
 }
 
-fn row(out: &mut String, what: &str, a: &str, r: &str, ratio: f64, words: (&str, &str)) {
+/// Appends a table row; `ratio` is the ratio of medians and the range of the per-run
+/// ratios, and `words` what a ratio below and above 1 means.
+fn row(out: &mut String, what: &str, a: &str, r: &str, ratio: (f64, &str), words: (&str, &str)) {
+    let (ratio, runs) = ratio;
     let verdict = if !ratio.is_finite() || ratio <= 0.0 {
         "n/a".to_string()
     } else if ratio <= 1.0 {
@@ -98,7 +107,22 @@ fn row(out: &mut String, what: &str, a: &str, r: &str, ratio: f64, words: (&str,
     } else {
         format!("arbor {ratio:.2}× {}", words.1)
     };
-    let _ = writeln!(out, "| {what} | {a} | {r} | {ratio:.2} | {verdict} |");
+    let _ = writeln!(
+        out,
+        "| {what} | {a} | {r} | {ratio:.2} | {runs} | {verdict} |"
+    );
+}
+
+/// The range of the ratios of single runs, `min–max`, or the one ratio.
+fn spread(ratios: impl Iterator<Item = f64>) -> String {
+    let v: Vec<f64> = ratios.collect();
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match v.len() {
+        0 => "n/a".to_string(),
+        1 => format!("{lo:.2}"),
+        _ => format!("{lo:.2}–{hi:.2}"),
+    }
 }
 
 fn median(samples: &[Duration], ops: f64) -> f64 {

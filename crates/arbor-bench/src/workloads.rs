@@ -132,8 +132,8 @@ pub trait Subject {
     /// Reads `w.sizes.short_scan_len` items from each of `w.scan_starts`; returns the
     /// number of items read.
     fn short_scans(&mut self, w: &Workload) -> Result<u64>;
-    /// Inserts each of `w.batches` in its own durably committed transaction.
-    fn small_commits(&mut self, w: &Workload) -> Result<()>;
+    /// Inserts each of `batches` in its own durably committed transaction.
+    fn small_commits(&mut self, batches: &[Vec<u64>]) -> Result<()>;
     /// Takes a snapshot of the data (arbor: a tree clone; redb: a persistent savepoint),
     /// overwrites `w.modifications` in the live copy and commits durably, all in one
     /// transaction.
