@@ -79,9 +79,8 @@ fn user_tree_root(path: &Path, tree: u64) -> u64 {
     let Body::Leaf(items) = node.body else {
         panic!("the root tree of a small image is one leaf");
     };
-    let (_, value) = items
-        .iter()
-        .find(|(k, _)| *k == Key::new(tree, item_type::ROOT_ITEM, 0))
+    let value = items
+        .get(&Key::new(tree, item_type::ROOT_ITEM, 0))
         .expect("root item of the tree");
     RootItem::decode(value).unwrap().0.bytenr
 }

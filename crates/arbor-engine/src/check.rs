@@ -206,7 +206,7 @@ impl Walker<'_> {
             match node.body {
                 Body::Leaf(leaf) => {
                     if tree != objectid::DROP_QUEUE {
-                        items.extend(leaf);
+                        items.extend(leaf.iter().map(|(k, v)| (k, v.to_vec())));
                     }
                 }
                 Body::Branch(ptrs) => {

@@ -67,14 +67,14 @@ impl Engine {
         for tree in std::mem::take(&mut self.dirty_roots) {
             let key = Key::new(tree, item_type::ROOT_ITEM, 0);
             match self.roots.get(&tree) {
-                Some(r) => self.tree_insert(objectid::ROOT_TREE, key, RootItem(*r).encode())?,
+                Some(r) => self.tree_insert(objectid::ROOT_TREE, key, &RootItem(*r).encode())?,
                 None => self.delete_if_present(objectid::ROOT_TREE, key)?,
             }
         }
         for bytenr in std::mem::take(&mut self.drops_dirty) {
             let key = Key::new(objectid::DROP_QUEUE, item_type::DROP_ITEM, bytenr);
             match self.drops.get(&bytenr) {
-                Some(d) => self.tree_insert(objectid::ROOT_TREE, key, d.encode())?,
+                Some(d) => self.tree_insert(objectid::ROOT_TREE, key, &d.encode())?,
                 None => self.delete_if_present(objectid::ROOT_TREE, key)?,
             }
         }
@@ -118,7 +118,7 @@ impl Engine {
             None => {
                 let refs = u64::try_from(delta).map_err(|_| underflow(0))?;
                 let key = Key::new(bytenr, item_type::EXTENT_ITEM, len);
-                self.tree_insert(tree, key, ExtentItem { refs, flags }.encode())?;
+                self.tree_insert(tree, key, &ExtentItem { refs, flags }.encode())?;
                 self.bytes_used += len;
                 self.extent_items += 1;
             }
@@ -137,7 +137,7 @@ impl Engine {
                         flags: item.flags,
                     }
                     .encode();
-                    self.tree_insert(tree, key, value)?;
+                    self.tree_insert(tree, key, &value)?;
                 }
             }
         }

@@ -5,13 +5,14 @@
 use crate::alloc::Allocator;
 use crate::error::{Error, Result};
 use crate::format::{
-    Body, DropItem, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, MAX_NODESIZE, MIN_NODESIZE,
-    NODE_HEADER_SIZE, Node, RESERVED_HEAD, RootItem, RootPtr, SECTOR_SIZE, SUPERBLOCK_SIZE,
-    Superblock, decode_node, item_type, objectid, reserved_ranges, superblock_offsets,
-    validate_extent,
+    Body, DropItem, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, Leaf, MAX_NODESIZE,
+    MIN_NODESIZE, NODE_HEADER_SIZE, Node, RESERVED_HEAD, RootItem, RootPtr, SECTOR_SIZE,
+    SUPERBLOCK_SIZE, Superblock, decode_node, item_type, objectid, reserved_ranges,
+    superblock_offsets, validate_extent,
 };
 use crate::storage::Storage;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// Tuning knobs of an open engine.
@@ -31,7 +32,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             cache_bytes: 256 << 20,
-            max_dirty_bytes: 64 << 20,
+            max_dirty_bytes: 256 << 20,
             drop_nodes_per_commit: 4096,
             read_only: false,
         }
@@ -214,7 +215,7 @@ impl Engine {
                 generation: 1,
                 owner: tree,
                 level: 0,
-                body: Body::Leaf(vec![]),
+                body: Body::Leaf(Leaf::default()),
             };
             engine.dirty.insert(bytenr, Arc::new(node));
             engine.roots.insert(
@@ -241,13 +242,13 @@ impl Engine {
             cfg,
             generation: sb.generation + 1,
             cache: Mutex::new(NodeCache {
-                map: HashMap::new(),
+                map: HashMap::default(),
                 cap,
             }),
-            dirty: HashMap::new(),
+            dirty: HashMap::default(),
             roots: BTreeMap::new(),
             dirty_roots: BTreeSet::new(),
-            refs: HashMap::new(),
+            refs: HashMap::default(),
             alloc,
             drops: BTreeMap::new(),
             drops_dirty: BTreeSet::new(),
@@ -713,7 +714,7 @@ impl Engine {
             generation: self.generation,
             owner: tree,
             level: 0,
-            body: Body::Leaf(vec![]),
+            body: Body::Leaf(Leaf::default()),
         };
         self.dirty.insert(bytenr, Arc::new(node));
         self.set_root(
@@ -766,7 +767,7 @@ impl Engine {
         }
         let root = self.user_root(tree)?;
         self.ensure_space(2 * (u64::from(root.level) + 2) + 2 + self.delete_reserve())?;
-        let r = self.tree_insert(tree, key, value.to_vec());
+        let r = self.tree_insert(tree, key, value);
         self.poison_on_err(r)?;
         self.maybe_commit()
     }

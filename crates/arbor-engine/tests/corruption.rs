@@ -216,7 +216,7 @@ fn walk(
             .trees
             .insert(tree);
         match node.body {
-            Body::Leaf(leaf) => items.extend(leaf),
+            Body::Leaf(leaf) => items.extend(leaf.iter().map(|(k, v)| (k, v.to_vec()))),
             Body::Branch(ptrs) => {
                 for (i, p) in ptrs.iter().enumerate() {
                     let child_hi = ptrs.get(i + 1).map(|n| n.key).or(hi);

@@ -6,6 +6,7 @@
 mod bytes;
 mod items;
 mod key;
+mod leaf;
 mod node;
 mod superblock;
 
@@ -13,6 +14,7 @@ pub use items::{
     DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, ExtentItem, RootItem, validate_extent,
 };
 pub use key::{KEY_SIZE, Key, item_type, objectid};
+pub use leaf::Leaf;
 pub use node::{
     BRANCH_PTR_SIZE, Body, Expect, LEAF_ITEM_SIZE, NODE_HEADER_SIZE, Node, Ptr, decode_node,
     encode_node, max_item_size,

@@ -24,6 +24,7 @@
 
 use super::bytes::{get_u8, get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 use super::key::{KEY_SIZE, Key};
+use super::leaf::Leaf;
 
 /// Size of the node header.
 pub const NODE_HEADER_SIZE: usize = 64;
@@ -65,7 +66,7 @@ pub struct Ptr {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
     /// Items, sorted by key.
-    Leaf(Vec<(Key, Vec<u8>)>),
+    Leaf(Leaf),
     /// Child pointers, sorted by key.
     Branch(Vec<Ptr>),
 }
@@ -102,7 +103,7 @@ impl Node {
     /// The smallest key in the node.
     pub fn first_key(&self) -> Option<Key> {
         match &self.body {
-            Body::Leaf(items) => items.first().map(|(k, _)| *k),
+            Body::Leaf(leaf) => leaf.keys().first().copied(),
             Body::Branch(ptrs) => ptrs.first().map(|p| p.key),
         }
     }
@@ -111,7 +112,7 @@ impl Node {
     pub fn used_bytes(&self) -> usize {
         NODE_HEADER_SIZE
             + match &self.body {
-                Body::Leaf(items) => items.iter().map(|(_, v)| LEAF_ITEM_SIZE + v.len()).sum(),
+                Body::Leaf(leaf) => leaf.used_bytes(),
                 Body::Branch(ptrs) => ptrs.len() * BRANCH_PTR_SIZE,
             }
     }
@@ -260,7 +261,7 @@ fn decode_leaf(b: &[u8], n: usize) -> Result<Body, String> {
             "{n} items run off the node ({items_end} > {ns} bytes)"
         ));
     }
-    let mut items = Vec::with_capacity(n);
+    let mut items = Leaf::default();
     let mut data_end = ns;
     for slot in 0..n {
         let at = NODE_HEADER_SIZE + slot * LEAF_ITEM_SIZE;
@@ -275,7 +276,7 @@ fn decode_leaf(b: &[u8], n: usize) -> Result<Body, String> {
                 "slot {slot}: item data [{off}, {end}) is out of place, expected it to end at {data_end} and start at or after {items_end}"
             ));
         }
-        items.push((key, b[off..end].to_vec()));
+        items.push(key, &b[off..end]);
         data_end = off;
     }
     Ok(Body::Leaf(items))
@@ -323,7 +324,7 @@ fn decode_branch(b: &[u8], n: usize, generation: u64, want: &Expect<'_>) -> Resu
 
 fn check_key_order(node: &Node, want: &Expect<'_>) -> Result<(), String> {
     let keys: Vec<Key> = match &node.body {
-        Body::Leaf(items) => items.iter().map(|(k, _)| *k).collect(),
+        Body::Leaf(leaf) => leaf.keys().to_vec(),
         Body::Branch(ptrs) => ptrs.iter().map(|p| p.key).collect(),
     };
     for (slot, pair) in keys.windows(2).enumerate() {
@@ -378,11 +379,11 @@ mod tests {
             generation: 4,
             owner: 5,
             level: 0,
-            body: Body::Leaf(vec![
+            body: Body::Leaf(Leaf::from_items(vec![
                 (Key::new(1, 1, 0), b"one".to_vec()),
                 (Key::new(2, 1, 0), vec![]),
                 (Key::new(2, 1, 7), vec![9; 100]),
-            ]),
+            ])),
         }
     }
 
@@ -498,7 +499,7 @@ mod tests {
                 .contains("reserved")
         );
         let empty = Node {
-            body: Body::Leaf(vec![]),
+            body: Body::Leaf(Leaf::default()),
             ..leaf()
         };
         let b = encode_node(&empty, 4096, &FSID);

@@ -4,7 +4,7 @@
 use super::{child_index, child_ref, split_point};
 use crate::engine::{ChildRef, Engine};
 use crate::error::Result;
-use crate::format::{BRANCH_PTR_SIZE, Body, Key, LEAF_ITEM_SIZE, Ptr, RootPtr};
+use crate::format::{BRANCH_PTR_SIZE, Body, Key, Ptr, RootPtr};
 
 impl Engine {
     /// Deletes from any tree. The caller has checked that the key exists.
@@ -45,10 +45,8 @@ impl Engine {
         let node = self.dirty_mut(b)?;
         let level = node.level;
         let descend = match &mut node.body {
-            Body::Leaf(items) => {
-                if let Ok(i) = items.binary_search_by(|(k, _)| k.cmp(&key)) {
-                    items.remove(i);
-                }
+            Body::Leaf(leaf) => {
+                leaf.remove(&key);
                 None
             }
             Body::Branch(ptrs) => {
@@ -112,11 +110,10 @@ impl Engine {
         let mut right_body = None;
         match (&mut left.body, &right.body) {
             (Body::Leaf(li), Body::Leaf(ri)) => {
-                li.extend(ri.iter().cloned());
+                li.append(ri);
                 if !fits {
-                    let sizes: Vec<usize> =
-                        li.iter().map(|(_, v)| LEAF_ITEM_SIZE + v.len()).collect();
-                    right_body = Some(Body::Leaf(li.split_off(split_point(&sizes))));
+                    let at = split_point(&li.item_sizes());
+                    right_body = Some(Body::Leaf(li.split_off(at)));
                 }
             }
             (Body::Branch(lp), Body::Branch(rp)) => {

@@ -4,7 +4,7 @@
 use super::{child_index, child_ref, split_point};
 use crate::engine::{ChildRef, Engine};
 use crate::error::Result;
-use crate::format::{BRANCH_PTR_SIZE, Body, Key, LEAF_ITEM_SIZE, Node, Ptr, RootPtr};
+use crate::format::{BRANCH_PTR_SIZE, Body, Key, Node, Ptr, RootPtr};
 use std::sync::Arc;
 
 /// The result of inserting into a subtree: its new address, and the right half if it
@@ -13,7 +13,7 @@ type Outcome = (u64, Option<(Key, u64)>);
 
 impl Engine {
     /// Inserts into any tree, the root and extent trees included. No space check.
-    pub(crate) fn tree_insert(&mut self, tree: u64, key: Key, value: Vec<u8>) -> Result<()> {
+    pub(crate) fn tree_insert(&mut self, tree: u64, key: Key, value: &[u8]) -> Result<()> {
         let root = self.root(tree)?;
         let (bytenr, split) = self.insert_rec(tree, &ChildRef::root(root), key, value)?;
         let mut new_root = RootPtr {
@@ -65,23 +65,13 @@ impl Engine {
             })
     }
 
-    fn insert_rec(
-        &mut self,
-        tree: u64,
-        at: &ChildRef,
-        key: Key,
-        value: Vec<u8>,
-    ) -> Result<Outcome> {
+    fn insert_rec(&mut self, tree: u64, at: &ChildRef, key: Key, value: &[u8]) -> Result<Outcome> {
         let b = self.cow(tree, at)?;
-        let mut value = Some(value);
         let node = self.dirty_mut(b)?;
         let level = node.level;
         let descend = match &mut node.body {
-            Body::Leaf(items) => {
-                match items.binary_search_by(|(k, _)| k.cmp(&key)) {
-                    Ok(i) => items[i].1 = value.take().unwrap_or_default(),
-                    Err(i) => items.insert(i, (key, value.take().unwrap_or_default())),
-                }
+            Body::Leaf(leaf) => {
+                leaf.upsert(key, value);
                 None
             }
             Body::Branch(ptrs) => {
@@ -90,8 +80,7 @@ impl Engine {
             }
         };
         if let Some((i, child)) = descend {
-            let (nb, split) =
-                self.insert_rec(tree, &child, key, value.take().unwrap_or_default())?;
+            let (nb, split) = self.insert_rec(tree, &child, key, value)?;
             let first = self.dirty_first_key(nb)?;
             let txn_gen = self.generation;
             let node = self.dirty_mut(b)?;
@@ -128,13 +117,7 @@ impl Engine {
         let txn_gen = self.generation;
         let node = self.dirty_mut(b)?;
         let right_body = match &mut node.body {
-            Body::Leaf(items) => {
-                let sizes: Vec<usize> = items
-                    .iter()
-                    .map(|(_, v)| LEAF_ITEM_SIZE + v.len())
-                    .collect();
-                Body::Leaf(items.split_off(split_point(&sizes)))
-            }
+            Body::Leaf(leaf) => Body::Leaf(leaf.split_off(split_point(&leaf.item_sizes()))),
             Body::Branch(ptrs) => {
                 let sizes = vec![BRANCH_PTR_SIZE; ptrs.len()];
                 Body::Branch(ptrs.split_off(split_point(&sizes)))

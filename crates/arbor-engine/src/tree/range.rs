@@ -14,12 +14,7 @@ impl Engine {
         loop {
             let node = self.read_node(tree, &at)?;
             match &node.body {
-                Body::Leaf(items) => {
-                    return Ok(items
-                        .binary_search_by(|(k, _)| k.cmp(&key))
-                        .ok()
-                        .map(|i| items[i].1.clone()));
-                }
+                Body::Leaf(leaf) => return Ok(leaf.get(&key).map(<[u8]>::to_vec)),
                 Body::Branch(ptrs) => {
                     let i = child_index(ptrs, &key);
                     at = child_ref(node.level, ptrs, i, at.hi);
@@ -76,7 +71,7 @@ impl Range<'_> {
             let node = self.engine.read_node(self.tree, &at)?;
             match &node.body {
                 Body::Leaf(items) => {
-                    self.idx = items.partition_point(|(k, _)| *k < key);
+                    self.idx = items.keys().partition_point(|k| *k < key);
                     self.leaf = Some(node);
                     return Ok(());
                 }
@@ -114,17 +109,18 @@ impl Range<'_> {
             let Body::Leaf(items) = &leaf.body else {
                 return Ok(None);
             };
-            if let Some((k, v)) = items.get(self.idx) {
+            if let Some(&k) = items.keys().get(self.idx) {
                 let in_range = match self.end {
-                    Bound::Included(e) => *k <= e,
-                    Bound::Excluded(e) => *k < e,
+                    Bound::Included(e) => k <= e,
+                    Bound::Excluded(e) => k < e,
                     Bound::Unbounded => true,
                 };
                 if !in_range {
                     return Ok(None);
                 }
+                let value = items.value(self.idx).to_vec();
                 self.idx += 1;
-                return Ok(Some((*k, v.clone())));
+                return Ok(Some((k, value)));
             }
             if !self.next_leaf()? {
                 return Ok(None);
