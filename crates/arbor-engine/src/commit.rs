@@ -6,7 +6,8 @@
 //!    shadows extent tree nodes, which changes references again; repeat until nothing
 //!    is pending (a few rounds: a node is shadowed at most once per transaction).
 //! 4. Write every dirty node to its new place; flush.
-//! 5. Write the primary superblock copy; flush. Write the mirror copies; flush.
+//! 5. Write the primary superblock copy; flush. Write the mirror copies; the next
+//!    commit's first flush makes them durable.
 //! 6. Blocks freed by this transaction become reusable.
 //!
 //! Until step 5 reaches the media, every superblock copy names the previous
@@ -49,6 +50,7 @@ impl Engine {
         self.write_root_items()?;
         self.apply_refs()?;
         self.write_dirty_nodes()?;
+        self.mirrors_unflushed = false;
         self.write_superblocks()?;
         let txn_gen = self.generation;
         if let Ok(mut cache) = self.cache.lock() {
@@ -165,20 +167,23 @@ impl Engine {
         sb.root_tree = self.root(objectid::ROOT_TREE)?;
         sb.extent_tree = self.root(objectid::EXTENT_TREE)?;
         sb.bytes_used = self.bytes_used;
-        // The primary copy first, then the mirrors: a torn write can damage only the
-        // copies of one phase, and the other phase always holds a valid superblock.
+        // The primary copy, flushed: from here on the commit is durable. Then the
+        // mirrors, flushed by the next commit's first flush (or when the handle is
+        // dropped). A crash can thus tear the copies of only one phase, and the other
+        // phase always holds a valid superblock: while the primary is written the
+        // mirrors hold the previous commit, flushed before this commit's nodes were;
+        // while the mirrors are written the primary holds this one.
         let offsets = superblock_offsets(sb.total_bytes);
-        for phase in [0..1, 1..offsets.len()] {
-            for i in phase.clone() {
-                let off = offsets[i];
-                let bytes = sb.encode(i as u32);
-                self.storage.write_at(off, &bytes).map_err(Error::io(off))?;
-            }
-            if !phase.is_empty() {
+        for (i, &off) in offsets.iter().enumerate() {
+            self.storage
+                .write_at(off, &sb.encode(i as u32))
+                .map_err(Error::io(off))?;
+            if i == 0 {
                 self.storage.flush().map_err(Error::io(0))?;
+                self.sb = sb.clone();
             }
         }
-        self.sb = sb;
+        self.mirrors_unflushed = offsets.len() > 1;
         Ok(())
     }
 

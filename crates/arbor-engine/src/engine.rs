@@ -155,6 +155,18 @@ pub struct Engine {
     /// Number of items in the extent tree (as applied so far).
     pub(crate) extent_items: u64,
     pub(crate) poisoned: Option<String>,
+    /// The last commit's mirror superblocks were written but not yet flushed.
+    pub(crate) mirrors_unflushed: bool,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.mirrors_unflushed
+            && let Err(e) = self.storage.flush()
+        {
+            tracing::warn!("flushing the superblock mirrors at close failed: {e}");
+        }
+    }
 }
 
 fn node_ptr_shareable(tree: u64) -> bool {
@@ -255,6 +267,7 @@ impl Engine {
             bytes_used: 0,
             extent_items: 0,
             poisoned: None,
+            mirrors_unflushed: false,
             sb,
         }
     }
