@@ -3,11 +3,11 @@
 //! references to every block, and compares them with the extent tree and with the
 //! superblock's space accounting.
 
-use crate::engine::read_superblock;
 use crate::format::{
     Body, DropItem, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, RootItem, RootPtr, Superblock,
     decode_node, item_type, objectid, reserved_ranges, validate_extent,
 };
+use crate::open::read_superblock;
 use crate::storage::Storage;
 use std::collections::{BTreeMap, HashMap};
 

@@ -23,17 +23,22 @@
 //! ```
 
 mod alloc;
+mod cache;
 mod check;
 mod commit;
 mod drop;
 mod engine;
 mod error;
 pub mod format;
+mod nodes;
+mod open;
+mod space;
 pub mod storage;
 mod tree;
 
 pub use check::{CheckReport, check};
-pub use engine::{Config, Engine, MkfsOptions, SpaceInfo, read_superblock};
+pub use engine::{Config, Engine, MkfsOptions, SpaceInfo};
 pub use error::{Error, Result};
 pub use format::Key;
+pub use open::read_superblock;
 pub use tree::Range;

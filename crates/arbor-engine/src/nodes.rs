@@ -1,0 +1,192 @@
+//! Nodes and their reference counts: reading through the validator, shadowing
+//! (copy-on-write with Rodeh's lazy reference counting), allocating and freeing.
+
+use crate::engine::{ChildRef, Engine, RefDelta};
+use crate::error::{Error, Result};
+use crate::format::{
+    Body, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, Node, decode_node, item_type, objectid,
+};
+use crate::storage::Storage;
+use std::sync::Arc;
+
+fn node_ptr_shareable(tree: u64) -> bool {
+    tree >= objectid::FIRST_USER_TREE
+}
+
+impl Engine {
+    /// Reads a node through the dirty set, the cache, or the device and the validator.
+    pub(crate) fn read_node(&self, tree: u64, child: &ChildRef) -> Result<Arc<Node>> {
+        let corrupt = |reason: String| Error::CorruptNode {
+            block: child.bytenr,
+            tree,
+            reason,
+        };
+        let found = match self.dirty.get(&child.bytenr) {
+            Some(n) => Some(n.clone()),
+            None => self
+                .cache
+                .lock()
+                .map_err(|_| Error::Poisoned("cache lock".into()))?
+                .get(child.bytenr),
+        };
+        if let Some(n) = found {
+            if n.generation != child.generation || n.level != child.level {
+                return Err(corrupt(format!(
+                    "cached node has generation {} level {}, the parent expects generation {} level {}",
+                    n.generation, n.level, child.generation, child.level
+                )));
+            }
+            return Ok(n);
+        }
+        let ns = self.sb.nodesize;
+        let mut buf = vec![0u8; ns as usize];
+        self.storage
+            .read_at(child.bytenr, &mut buf)
+            .map_err(Error::io(child.bytenr))?;
+        let expect = Expect {
+            bytenr: child.bytenr,
+            generation: child.generation,
+            level: child.level,
+            fsid: &self.sb.fsid,
+            nodesize: ns,
+            total_bytes: self.sb.total_bytes,
+            lo: child.lo,
+            hi: child.hi,
+        };
+        let node = Arc::new(decode_node(&buf, &expect).map_err(corrupt)?);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(node.clone());
+        }
+        Ok(node)
+    }
+
+    /// A mutable view of a node that is dirty in this transaction.
+    pub(crate) fn dirty_mut(&mut self, bytenr: u64) -> Result<&mut Node> {
+        match self.dirty.get_mut(&bytenr) {
+            Some(n) => Ok(Arc::make_mut(n)),
+            None => Err(Error::Poisoned(format!(
+                "internal: block {bytenr} is not dirty"
+            ))),
+        }
+    }
+
+    pub(crate) fn add_ref(&mut self, bytenr: u64, len: u64, flags: u64, delta: i64) {
+        let e = self.refs.entry(bytenr).or_insert(RefDelta {
+            delta: 0,
+            len,
+            flags,
+        });
+        e.delta += delta;
+        if e.delta == 0 {
+            self.refs.remove(&bytenr);
+        }
+    }
+
+    pub(crate) fn node_ref(&mut self, bytenr: u64, delta: i64) {
+        let ns = u64::from(self.sb.nodesize);
+        self.add_ref(bytenr, ns, EXTENT_FLAG_TREE_BLOCK, delta);
+    }
+
+    /// Allocates a node-sized extent with reference count 1.
+    pub(crate) fn alloc_node(&mut self) -> Result<u64> {
+        let ns = u64::from(self.sb.nodesize);
+        let bytenr = self.alloc.alloc(ns, ns).ok_or(Error::NoSpace {
+            needed: ns,
+            free: self.alloc.free_bytes(),
+        })?;
+        self.node_ref(bytenr, 1);
+        Ok(bytenr)
+    }
+
+    /// Drops the last reference to a node. A node written in this transaction is
+    /// reusable at once; an older one only after this transaction is durable.
+    pub(crate) fn free_node(&mut self, bytenr: u64) {
+        let ns = u64::from(self.sb.nodesize);
+        self.node_ref(bytenr, -1);
+        if self.dirty.contains_key(&bytenr) {
+            // Written in this transaction: never durable, so reusable at once, unless a
+            // clone taken in this transaction still holds it.
+            if !self.refs.contains_key(&bytenr) {
+                self.dirty.remove(&bytenr);
+                self.alloc.release(bytenr, ns);
+            }
+        } else {
+            self.alloc.pin(bytenr, ns);
+            if let Ok(mut c) = self.cache.lock() {
+                c.remove(bytenr);
+            }
+        }
+    }
+
+    /// The reference count of an extent: what the extent tree says plus pending changes.
+    pub(crate) fn refcount(&self, bytenr: u64) -> Result<u64> {
+        let base = if self.dirty.contains_key(&bytenr) {
+            0
+        } else {
+            self.extent_lookup(bytenr)?.map_or(0, |(_, item)| item.refs)
+        };
+        let delta = self.refs.get(&bytenr).map_or(0, |d| d.delta);
+        let rc = base as i64 + delta;
+        if rc < 0 {
+            return Err(Error::CorruptItem {
+                tree: objectid::EXTENT_TREE,
+                key: Key::new(bytenr, item_type::EXTENT_ITEM, 0).to_string(),
+                reason: format!("reference count would be {rc}"),
+            });
+        }
+        Ok(rc as u64)
+    }
+
+    /// The extent item starting at `bytenr`, if any.
+    pub(crate) fn extent_lookup(&self, bytenr: u64) -> Result<Option<(Key, ExtentItem)>> {
+        let start = Key::new(bytenr, item_type::EXTENT_ITEM, 0);
+        let Some(item) = self.range(objectid::EXTENT_TREE, start..)?.next() else {
+            return Ok(None);
+        };
+        let (key, value) = item?;
+        if key.objectid != bytenr || key.ty != item_type::EXTENT_ITEM {
+            return Ok(None);
+        }
+        let item = ExtentItem::decode(&value).map_err(|reason| Error::CorruptItem {
+            tree: objectid::EXTENT_TREE,
+            key: key.to_string(),
+            reason,
+        })?;
+        Ok(Some((key, item)))
+    }
+
+    /// Makes the node behind `child` writable in this transaction and returns its
+    /// (possibly new) address. Shared nodes are copied and their references pushed down
+    /// to their children (Rodeh's lazy reference counting).
+    pub(crate) fn cow(&mut self, tree: u64, child: &ChildRef) -> Result<u64> {
+        let shareable = node_ptr_shareable(tree);
+        if self.dirty.contains_key(&child.bytenr)
+            && (!shareable || self.refs.get(&child.bytenr).is_some_and(|d| d.delta == 1))
+        {
+            return Ok(child.bytenr);
+        }
+        let node = self.read_node(tree, child)?;
+        let rc = if shareable {
+            self.refcount(child.bytenr)?
+        } else {
+            1
+        };
+        let new = self.alloc_node()?;
+        let mut copy = (*node).clone();
+        copy.bytenr = new;
+        copy.generation = self.generation;
+        copy.owner = tree;
+        if rc > 1 {
+            if let Body::Branch(ptrs) = &copy.body {
+                for p in ptrs {
+                    self.node_ref(p.bytenr, 1);
+                }
+            }
+            self.node_ref(child.bytenr, -1);
+        } else {
+            self.free_node(child.bytenr);
+        }
+        self.dirty.insert(new, Arc::new(copy));
+        Ok(new)
+    }
+}
