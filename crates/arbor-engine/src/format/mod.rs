@@ -14,7 +14,7 @@ pub use items::{
     DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, ExtentItem, RootItem, validate_extent,
 };
 pub use key::{KEY_SIZE, Key, item_type, objectid};
-pub use leaf::Leaf;
+pub use leaf::{Leaf, partition_point};
 pub use node::{
     BRANCH_PTR_SIZE, Body, Expect, LEAF_ITEM_SIZE, NODE_HEADER_SIZE, Node, Ptr, decode_node,
     encode_node, max_item_size,

@@ -9,11 +9,11 @@ mod range;
 pub use range::Range;
 
 use crate::engine::ChildRef;
-use crate::format::{Key, Ptr};
+use crate::format::{Key, Ptr, partition_point};
 
 /// The index of the child of a branch whose subtree would hold `key`.
 pub(crate) fn child_index(ptrs: &[Ptr], key: &Key) -> usize {
-    ptrs.partition_point(|p| p.key <= *key).saturating_sub(1)
+    partition_point(ptrs, |p| p.key <= *key).saturating_sub(1)
 }
 
 /// The reference to child `i` of a branch whose own upper bound is `hi`.

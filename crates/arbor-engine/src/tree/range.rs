@@ -71,7 +71,7 @@ impl Range<'_> {
             let node = self.engine.read_node(self.tree, &at)?;
             match &node.body {
                 Body::Leaf(items) => {
-                    self.idx = items.keys().partition_point(|k| *k < key);
+                    self.idx = items.lower_bound(&key);
                     self.leaf = Some(node);
                     return Ok(());
                 }
