@@ -22,6 +22,8 @@ pub struct CheckReport {
     pub trees: usize,
     /// Distinct nodes visited.
     pub nodes: u64,
+    /// The address of every node reached, sorted.
+    pub blocks: Vec<u64>,
     /// Sum of the lengths of the extent items.
     pub used_bytes: u64,
     /// Bytes neither allocated nor reserved: what the allocator must call free.
@@ -151,6 +153,8 @@ pub fn check(storage: &dyn Storage) -> CheckReport {
     report.used_bytes = used;
     report.free_bytes = sb.total_bytes.saturating_sub(reserved.saturating_add(used));
     report.nodes = w.nodes;
+    report.blocks = w.seen.keys().copied().collect();
+    report.blocks.sort_unstable();
     report.problems.extend(w.problems);
     report
 }
