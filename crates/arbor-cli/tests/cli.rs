@@ -44,6 +44,14 @@ fn image_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
+/// Makes a 16 MiB image with 4 KiB nodes.
+fn mkfs_small(img: &Path) {
+    arbor_expect(
+        &["mkfs", "--size", "16M", "--nodesize", "4096", path_str(img)],
+        0,
+    );
+}
+
 /// Writes items into trees 5 and 6 (a clone) of an existing image and commits.
 fn fill_image(path: &Path, items: u64) {
     let dev = Arc::new(FileStorage::open(path).expect("open image"));
@@ -321,17 +329,7 @@ fn check_without_an_image_argument_is_a_usage_error() {
 fn check_of_a_filled_image_is_clean() {
     let dir = tempfile::tempdir().unwrap();
     let img = image_in(&dir, "a.img");
-    arbor_expect(
-        &[
-            "mkfs",
-            "--size",
-            "16M",
-            "--nodesize",
-            "4096",
-            path_str(&img),
-        ],
-        0,
-    );
+    mkfs_small(&img);
     fill_image(&img, 3000);
     let (out, _) = arbor_expect(&["check", path_str(&img)], 0);
     assert!(out.contains("2 user trees"), "{out}");
@@ -341,17 +339,7 @@ fn check_of_a_filled_image_is_clean() {
 fn check_names_the_corrupt_block_and_exits_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let img = image_in(&dir, "a.img");
-    arbor_expect(
-        &[
-            "mkfs",
-            "--size",
-            "16M",
-            "--nodesize",
-            "4096",
-            path_str(&img),
-        ],
-        0,
-    );
+    mkfs_small(&img);
     fill_image(&img, 3000);
     let before = fs::read(&img).unwrap();
 
@@ -407,17 +395,7 @@ fn check_of_a_file_that_is_not_arbor_reports_no_superblock() {
 fn check_does_not_write_to_the_image() {
     let dir = tempfile::tempdir().unwrap();
     let img = image_in(&dir, "a.img");
-    arbor_expect(
-        &[
-            "mkfs",
-            "--size",
-            "16M",
-            "--nodesize",
-            "4096",
-            path_str(&img),
-        ],
-        0,
-    );
+    mkfs_small(&img);
     fill_image(&img, 500);
     flip_byte(&img, SUPERBLOCK_SIZE as u64 * 16 + 8);
     let before = fs::read(&img).unwrap();
