@@ -19,7 +19,7 @@ fn key(k: u64) -> Key {
     Key::new(k, 1, 0)
 }
 
-/// An engine on a fresh, sparse image file, with default mkfs options (16 KiB nodes)
+/// An engine on a fresh, sparse image file, made with the given node size
 /// and the default configuration.
 #[derive(Debug)]
 pub struct ArborDb {
@@ -31,7 +31,7 @@ pub struct ArborDb {
 impl ArborDb {
     /// Creates a sparse image of `image_bytes` at `path` (which must not exist) and
     /// formats it.
-    pub fn create(path: &Path, image_bytes: u64) -> Result<Self> {
+    pub fn create(path: &Path, image_bytes: u64, nodesize: u32) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -43,7 +43,10 @@ impl ArborDb {
         let storage = FileStorage::from_file(file)?;
         let mut engine = Engine::create(
             Arc::new(storage),
-            &MkfsOptions::default(),
+            &MkfsOptions {
+                nodesize: Some(nodesize),
+                ..MkfsOptions::default()
+            },
             Config::default(),
         )
         .context("formatting the arbor image")?;
@@ -127,11 +130,15 @@ impl Subject for ArborDb {
     fn notes(&self) -> Vec<String> {
         let max_dirty = Config::default().max_dirty_bytes >> 20;
         let forced = self.bulk_commits.saturating_sub(1);
-        vec![format!(
-            "arbor's bulk insert committed {} time{}: {forced} forced by `max_dirty_bytes` \
+        let nodesize = self.engine.nodesize() / 1024;
+        vec![
+            format!("arbor's node size: {nodesize} KiB (`--nodesize`; mkfs's default is 16 KiB)"),
+            format!(
+                "arbor's bulk insert committed {} time{}: {forced} forced by `max_dirty_bytes` \
              ({max_dirty} MiB of dirty nodes), then the final one",
-            self.bulk_commits,
-            if self.bulk_commits == 1 { "" } else { "s" },
-        )]
+                self.bulk_commits,
+                if self.bulk_commits == 1 { "" } else { "s" },
+            ),
+        ]
     }
 }

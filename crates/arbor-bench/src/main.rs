@@ -27,6 +27,9 @@ use workloads::{Sizes, Subject, Workload};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    /// Node size of arbor's image, in bytes (mkfs's default is 16384; redb's pages are 4096).
+    #[arg(long, default_value_t = 16384)]
+    nodesize: u32,
     /// Items in the bulk load (and point lookups). Default 1000000; 20000 with --quick.
     #[arg(long)]
     n: Option<u64>,
@@ -79,7 +82,8 @@ fn main() -> Result<()> {
     let w = Workload::generate(sizes, args.seed)?;
     let mut results = Results::default();
     for rep in 0..reps {
-        run_once(&w, &base, rep, &mut results).with_context(|| format!("run {}", rep + 1))?;
+        run_once(&w, &base, rep, args.nodesize, &mut results)
+            .with_context(|| format!("run {}", rep + 1))?;
     }
     let table = results.table(&w);
     println!("{table}");
@@ -100,13 +104,19 @@ fn main() -> Result<()> {
 
 /// One repetition: fresh stores for both engines, every phase (or slice of a phase) on
 /// each in turn. The engine that goes first alternates between repetitions.
-fn run_once(w: &Workload, base: &Path, rep: usize, results: &mut Results) -> Result<()> {
+fn run_once(
+    w: &Workload,
+    base: &Path,
+    rep: usize,
+    nodesize: u32,
+    results: &mut Results,
+) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("arbor-bench.")
         .tempdir_in(base)
         .with_context(|| format!("making a directory in {}", base.display()))?;
     let image_bytes = (4u64 << 30).max(w.sizes.items * 4096);
-    let mut arbor = ArborDb::create(&dir.path().join("arbor.img"), image_bytes)?;
+    let mut arbor = ArborDb::create(&dir.path().join("arbor.img"), image_bytes, nodesize)?;
     let mut redb = RedbDb::create(&dir.path().join("bench.redb"))?;
     let mut subjects: [(Side, &mut dyn Subject); 2] =
         [(Side::Arbor, &mut arbor), (Side::Redb, &mut redb)];

@@ -90,8 +90,8 @@ pub fn section(info: &RunInfo<'_>, w: &Workload, results: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "\nSetup. arbor: `FileStorage` on a sparse preallocated image, default mkfs (16 KiB \
-         nodes) and `Config` ({cache} MiB node cache, a commit forced past {dirty} MiB of dirty \
+        "\nSetup. arbor: `FileStorage` on a sparse preallocated image, mkfs with the node size \
+         noted above, and `Config` ({cache} MiB node cache, a commit forced past {dirty} MiB of dirty \
          nodes — part of the bulk insert's cost); key `n` is `Key::new(n, 1, 0)`. redb: \
          `TableDefinition<u64, &[u8]>`, {rcache} MiB cache (its default), every write \
          transaction committed with `Durability::Immediate`. Every commit of both is \
