@@ -13,10 +13,11 @@
 //! Until step 5 reaches the media, every superblock copy names the previous
 //! transaction's trees, none of whose blocks were written in steps 1–4.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, RefDelta};
 use crate::error::{Error, Result};
 use crate::format::{
-    DropItem, ExtentItem, Key, RootItem, encode_node, item_type, objectid, superblock_offsets,
+    Body, DropItem, ExtentItem, Key, LEAF_ITEM_SIZE, RootItem, encode_node, item_type, objectid,
+    superblock_offsets,
 };
 
 /// Rounds of extent tree updates after which a commit gives up. Never reached in
@@ -98,15 +99,105 @@ impl Engine {
                 return Ok(());
             }
             pending.sort_unstable();
+            // Sorted changes mostly land in the same extent leaf as the one before:
+            // shadow its path once and edit it in place while the edit keeps the leaf's
+            // shape; otherwise take the general path and find the leaf again.
+            let mut leaf: Option<(u64, Option<Key>)> = None;
             for bytenr in pending {
-                if let Some(d) = self.refs.remove(&bytenr) {
+                let Some(d) = self.refs.remove(&bytenr) else {
+                    continue;
+                };
+                // Above every key the extent of `bytenr` can have, whatever its length.
+                let above = Key::new(bytenr, item_type::EXTENT_ITEM, u64::MAX);
+                let current = match leaf {
+                    Some((l, hi)) if hi.is_none_or(|h| above < h) => l,
+                    _ => {
+                        let found = self.tree_touch(objectid::EXTENT_TREE, above)?;
+                        leaf = Some(found);
+                        found.0
+                    }
+                };
+                if !self.apply_ref_in_leaf(current, bytenr, d)? {
                     self.apply_ref(bytenr, d.len, d.flags, d.delta)?;
+                    leaf = None;
                 }
             }
         }
         Err(Error::Poisoned(
             "extent tree updates did not converge".into(),
         ))
+    }
+
+    /// Applies one reference change inside the writable extent leaf `leaf`, if that
+    /// changes neither the leaf's first key nor whether it needs a split or a merge.
+    /// Returns false, having changed nothing, otherwise.
+    fn apply_ref_in_leaf(&mut self, leaf: u64, bytenr: u64, d: RefDelta) -> Result<bool> {
+        const ITEM: usize = LEAF_ITEM_SIZE + ExtentItem::SIZE;
+        let ns = self.sb.nodesize as usize;
+        let node = self.dirty_mut(leaf)?;
+        let used = node.used_bytes();
+        let Body::Leaf(items) = &mut node.body else {
+            return Ok(false);
+        };
+        let probe = Key::new(bytenr, item_type::EXTENT_ITEM, 0);
+        let i = items.lower_bound(&probe);
+        let found = items
+            .keys()
+            .get(i)
+            .filter(|k| k.objectid == bytenr && k.ty == item_type::EXTENT_ITEM)
+            .copied();
+        let underflow = |have: u64| Error::CorruptItem {
+            tree: objectid::EXTENT_TREE,
+            key: Key::new(bytenr, item_type::EXTENT_ITEM, d.len).to_string(),
+            reason: format!("reference count {have} cannot drop by {}", -d.delta),
+        };
+        let (bytes, count): (i64, i64) = match found {
+            Some(key) => {
+                let item =
+                    ExtentItem::decode(items.value(i)).map_err(|reason| Error::CorruptItem {
+                        tree: objectid::EXTENT_TREE,
+                        key: key.to_string(),
+                        reason,
+                    })?;
+                let refs = item.refs as i64 + d.delta;
+                if refs < 0 {
+                    return Err(underflow(item.refs));
+                }
+                if refs > 0 {
+                    let value = ExtentItem {
+                        refs: refs as u64,
+                        flags: item.flags,
+                    }
+                    .encode();
+                    items.upsert(key, &value);
+                    return Ok(true);
+                }
+                if i == 0 || used - ITEM < ns / 4 {
+                    return Ok(false);
+                }
+                items.remove(&key);
+                (-(key.offset as i64), -1)
+            }
+            None => {
+                let refs = u64::try_from(d.delta).map_err(|_| underflow(0))?;
+                if i == 0 || used + ITEM > ns {
+                    return Ok(false);
+                }
+                let key = Key::new(bytenr, item_type::EXTENT_ITEM, d.len);
+                items.upsert(
+                    key,
+                    &ExtentItem {
+                        refs,
+                        flags: d.flags,
+                    }
+                    .encode(),
+                );
+                (d.len as i64, 1)
+            }
+        };
+        self.bytes_used = (self.bytes_used as i64 + bytes) as u64;
+        self.extent_items = (self.extent_items as i64 + count) as u64;
+        Ok(true)
     }
 
     fn apply_ref(&mut self, bytenr: u64, len: u64, flags: u64, delta: i64) -> Result<()> {

@@ -234,3 +234,45 @@ fn a_large_drop_proceeds_in_bounded_steps_across_commits() {
         "space was not returned"
     );
 }
+
+/// Large enough that the extent tree spans many leaves, so that the commit's batched
+/// reference updates cross leaf boundaries in every round.
+#[test]
+fn clone_modify_drop_rounds_on_a_large_tree_stay_consistent() {
+    let (dev, mut e) = mem_engine(256 << 20, 4096);
+    e.create_tree(5).unwrap();
+    for i in 0..60_000u64 {
+        e.insert(5, key(i * 13 % 60_000), &[1; 48]).unwrap();
+    }
+    e.commit().unwrap();
+    let base = snapshot(&e);
+    let mut x = 17u64;
+    for round in 0..8u64 {
+        e.clone_tree(5, 6).unwrap();
+        let mut want = base[&5].clone();
+        for _ in 0..400 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = key((x >> 33) % 60_000);
+            if x % 5 == 0 {
+                e.delete(6, k).unwrap();
+                want.remove(&k);
+            } else {
+                e.insert(6, k, &[round as u8; 20]).unwrap();
+                want.insert(k, vec![round as u8; 20]);
+            }
+        }
+        e.commit().unwrap();
+        assert_clean(&*dev);
+        let got = snapshot(&e);
+        assert_same(
+            &got,
+            &[(5, base[&5].clone()), (6, want)].into(),
+            "after the round",
+        );
+        e.drop_tree(6).unwrap();
+        e.finish_drops().unwrap();
+        assert_clean(&*dev);
+    }
+}

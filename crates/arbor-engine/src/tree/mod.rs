@@ -5,6 +5,7 @@
 mod delete;
 mod insert;
 mod range;
+mod touch;
 
 pub use range::Range;
 
