@@ -255,7 +255,7 @@ fn clone_modify_drop_rounds_on_a_large_tree_stay_consistent() {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let k = key((x >> 33) % 60_000);
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 e.delete(6, k).unwrap();
                 want.remove(&k);
             } else {
