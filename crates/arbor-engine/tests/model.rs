@@ -208,7 +208,32 @@ impl Harness {
 }
 
 fn run(ops: &[Op], cfg: Config) {
+    run_from(Harness::new(cfg), ops);
+}
+
+/// Trees 5 and 7 start with 30,000 items between them, so that the extent tree spans
+/// many leaves and reference changes cross leaf boundaries.
+fn prepopulated(cfg: Config) -> Harness {
     let mut h = Harness::new(cfg);
+    h.apply(&Op::Bulk {
+        tree: 5,
+        start: 0,
+        n: 20_000,
+        len: 60,
+    });
+    h.engine.create_tree(7).unwrap();
+    h.model.insert(7, BTreeMap::new());
+    h.apply(&Op::Bulk {
+        tree: 7,
+        start: 30_000,
+        n: 10_000,
+        len: 30,
+    });
+    h.apply(&Op::Commit);
+    h
+}
+
+fn run_from(mut h: Harness, ops: &[Op]) {
     for op in ops {
         h.apply(op);
     }
@@ -235,5 +260,16 @@ proptest! {
     ) {
         let cfg = Config { max_dirty_bytes: 16 * 4096, drop_nodes_per_commit: 3, ..Config::default() };
         run(&ops, cfg);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases() / 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operations_on_large_trees_match_the_model(
+        ops in proptest::collection::vec(op(), 1..120)
+    ) {
+        run_from(prepopulated(Config::default()), &ops);
     }
 }
