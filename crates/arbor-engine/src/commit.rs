@@ -62,7 +62,26 @@ impl Engine {
         }
         self.dirty.clear();
         self.alloc.unpin_all();
-        self.generation += 1;
+        self.next_generation()
+    }
+
+    /// Commits an empty transaction: only the superblocks change. A transaction that
+    /// was in flight when the previous session died may have written nodes of the
+    /// generation after the durable one; burning that generation at open means no
+    /// later node can carry it, so such a stale node can never pass for a lost write's
+    /// newer version (the generation check in every parent pointer stays meaningful).
+    pub(crate) fn burn_generation(&mut self) -> Result<()> {
+        let r = self
+            .write_superblocks()
+            .and_then(|()| self.next_generation());
+        self.poison_on_err(r)
+    }
+
+    fn next_generation(&mut self) -> Result<()> {
+        self.generation = self
+            .generation
+            .checked_add(1)
+            .ok_or_else(|| Error::Poisoned("the generation counter is exhausted".into()))?;
         Ok(())
     }
 

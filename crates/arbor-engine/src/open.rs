@@ -111,7 +111,8 @@ impl Engine {
         }
     }
 
-    /// Reads the newest valid superblock copy and the trees it names.
+    /// Reads the newest valid superblock copy and the trees it names. Opening for writing
+    /// commits one empty generation first (see `burn_generation`).
     pub fn open(storage: Arc<dyn Storage>, cfg: Config) -> Result<Self> {
         let sb = read_superblock(&*storage)?.0;
         let mut engine = Self::empty(storage, sb, cfg);
@@ -123,6 +124,9 @@ impl Engine {
             .insert(objectid::EXTENT_TREE, engine.sb.extent_tree);
         engine.load_root_tree()?;
         engine.load_extent_tree()?;
+        if !engine.cfg.read_only {
+            engine.burn_generation()?;
+        }
         Ok(engine)
     }
 

@@ -89,3 +89,15 @@ pub fn assert_same(got: &Model, want: &Model, context: &str) {
 pub fn long_campaign() -> bool {
     std::env::var("ARBOR_LONG").is_ok_and(|v| v == "1")
 }
+
+/// Opens an image read-only, as a test that only inspects it must: a read-write open
+/// commits an empty generation, which rewrites the superblocks.
+pub fn open_ro(dev: std::sync::Arc<dyn Storage>) -> arbor_engine::Result<Engine> {
+    Engine::open(
+        dev,
+        Config {
+            read_only: true,
+            ..Config::default()
+        },
+    )
+}

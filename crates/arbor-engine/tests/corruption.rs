@@ -277,10 +277,8 @@ fn judge_reads(
     bad: u64,
     trees: &BTreeSet<u64>,
 ) -> Result<(), String> {
-    let opened = catch_unwind(AssertUnwindSafe(|| {
-        Engine::open(dev.clone(), Config::default())
-    }))
-    .map_err(|_| "Engine::open panicked".to_string())?;
+    let opened = catch_unwind(AssertUnwindSafe(|| open_ro(dev.clone())))
+        .map_err(|_| "Engine::open panicked".to_string())?;
     let system = trees.contains(&objectid::ROOT_TREE) || trees.contains(&objectid::EXTENT_TREE);
     let e = match opened {
         Err(err) if system && is_corrupt_block(&err, bad) => return Ok(()),
@@ -473,11 +471,9 @@ fn a_flipped_superblock_copy_is_named_and_the_other_copy_is_used() {
                 "{what}: the trees should still check clean:\n{r}"
             );
             assert_eq!(r.generation, generation);
-            let e = catch_unwind(AssertUnwindSafe(|| {
-                Engine::open(dev.clone(), Config::default())
-            }))
-            .unwrap_or_else(|_| panic!("{what}: open panicked"))
-            .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
+            let e = catch_unwind(AssertUnwindSafe(|| open_ro(dev.clone())))
+                .unwrap_or_else(|_| panic!("{what}: open panicked"))
+                .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
             assert_eq!(e.committed_generation(), generation, "{what}");
             assert_eq!(snapshot(&e), built.model, "{what}");
             drop(e);
@@ -506,17 +502,15 @@ fn bit_flips_in_every_superblock_copy_fail_open_with_no_superblock() {
             "copy {c} not named:\n{text}"
         );
     }
-    let err = catch_unwind(AssertUnwindSafe(|| {
-        Engine::open(dev.clone(), Config::default())
-    }))
-    .expect("open panicked")
-    .expect_err("open succeeded without a valid superblock");
+    let err = catch_unwind(AssertUnwindSafe(|| open_ro(dev.clone())))
+        .expect("open panicked")
+        .expect_err("open succeeded without a valid superblock");
     assert!(matches!(err, Error::NoSuperblock(_)), "{err}");
     assert_eq!(err.errno(), 117);
 
     // Repairing any one copy is enough.
     flip_bit(dev, copies[2] + 42, 2);
-    let e = Engine::open(dev.clone(), Config::default()).expect("copy 2 alone opens");
+    let e = open_ro(dev.clone()).expect("copy 2 alone opens");
     assert_eq!(snapshot(&e), built.model);
 }
 
@@ -542,7 +536,7 @@ fn a_stale_superblock_copy_loses_to_the_newest() {
         let (sb, problems) = read_superblock(&**dev).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(sb.generation, newest, "stale copy {stale} won");
-        let e = Engine::open(dev.clone(), Config::default()).unwrap();
+        let e = open_ro(dev.clone()).unwrap();
         assert_eq!(e.committed_generation(), newest);
         assert_eq!(snapshot(&e), built.model);
         drop(e);
@@ -564,7 +558,7 @@ fn a_stale_superblock_copy_loses_to_the_newest() {
     assert_eq!(sb.generation, old_gen);
     let _ = check_no_panic(&**dev, "a device with only a stale superblock");
     catch_unwind(AssertUnwindSafe(|| {
-        if let Ok(e) = Engine::open(dev.clone(), Config::default()) {
+        if let Ok(e) = open_ro(dev.clone()) {
             for t in e.trees() {
                 if let Ok(it) = e.range(t, ..) {
                     it.for_each(drop);
@@ -581,10 +575,8 @@ fn assert_rejected(bytes: Vec<u8>, what: &str) -> (Error, CheckReport) {
     let dev = Arc::new(MemStorage::from_bytes(bytes));
     let r = check_no_panic(&*dev, what);
     assert!(!r.is_clean(), "{what}: check found nothing wrong");
-    let opened = catch_unwind(AssertUnwindSafe(|| {
-        Engine::open(dev.clone(), Config::default())
-    }))
-    .unwrap_or_else(|_| panic!("{what}: open panicked"));
+    let opened = catch_unwind(AssertUnwindSafe(|| open_ro(dev.clone())))
+        .unwrap_or_else(|_| panic!("{what}: open panicked"));
     let err = match opened {
         Ok(_) => panic!("{what}: open succeeded"),
         Err(err) => err,
@@ -807,7 +799,7 @@ fn resealed_structural_damage_never_panics() {
                 detected += 1;
             }
             catch_unwind(AssertUnwindSafe(|| {
-                if let Ok(e) = Engine::open(dev.clone(), Config::default()) {
+                if let Ok(e) = open_ro(dev.clone()) {
                     for t in e.trees() {
                         if let Ok(it) = e.range(t, ..) {
                             it.take(100_000).for_each(drop);
@@ -858,18 +850,16 @@ fn exercise(dev: &Arc<MemStorage>, what: &str) -> Outcome {
     let report = catch_unwind(AssertUnwindSafe(|| check(&**dev)))
         .map_err(|_| panics.push(format!("{what}: check() panicked")))
         .ok();
-    let open_error = catch_unwind(AssertUnwindSafe(|| {
-        match Engine::open(dev.clone(), Config::default()) {
-            Ok(e) => {
-                for t in e.trees() {
-                    if let Ok(it) = e.range(t, ..) {
-                        it.take(100_000).for_each(drop);
-                    }
+    let open_error = catch_unwind(AssertUnwindSafe(|| match open_ro(dev.clone()) {
+        Ok(e) => {
+            for t in e.trees() {
+                if let Ok(it) = e.range(t, ..) {
+                    it.take(100_000).for_each(drop);
                 }
-                None
             }
-            Err(err) => Some(err.to_string()),
+            None
         }
+        Err(err) => Some(err.to_string()),
     }))
     .unwrap_or_else(|_| {
         panics.push(format!("{what}: open or reading panicked"));

@@ -91,7 +91,7 @@ fn verify_crash_states(seed: u64, commits: usize, samples: usize) -> usize {
             "{}: checker found problems:\n{report}",
             state.description
         );
-        let e = Engine::open(dev.clone(), Config::default())
+        let e = open_ro(dev.clone())
             .unwrap_or_else(|err| panic!("{}: open failed: {err}", state.description));
         let got = snapshot(&e);
         if got == models[last] {
@@ -177,7 +177,7 @@ fn a_torn_primary_superblock_falls_back_to_the_mirror() {
                     &models[i - 1]
                 };
                 let dev = Arc::new(MemStorage::from_bytes(torn));
-                let e = Engine::open(dev.clone(), Config::default())
+                let e = open_ro(dev.clone())
                     .unwrap_or_else(|err| panic!("commit {i}, cut {cut}: open failed: {err}"));
                 assert!(
                     snapshot(&e) == *want,
@@ -233,4 +233,35 @@ fn a_commit_never_overwrites_a_block_of_the_durable_state() {
         }
     }
     assert!(checked > 100);
+}
+
+/// A transaction that died after writing its nodes used the generation after the
+/// durable one. Opening for writing burns that generation, so no later node carries it
+/// and a stale node of the dead transaction can never pass a parent's generation check.
+#[test]
+fn the_generation_of_a_crashed_transaction_is_never_reused() {
+    let (rec, models) = record_workload(3, 6);
+    let done_at: Vec<usize> = rec
+        .marks()
+        .into_iter()
+        .map(|(_, flushes)| flushes)
+        .collect();
+    for (i, &flushes) in done_at.iter().enumerate().skip(1) {
+        let dev = Arc::new(MemStorage::from_bytes(rec.state_at_flush(flushes - 1)));
+        let durable = open_ro(dev.clone()).unwrap().committed_generation();
+        let crashed = durable + 1;
+        let mut e = Engine::open(dev.clone(), Config::default()).unwrap();
+        assert_eq!(
+            e.committed_generation(),
+            crashed,
+            "open burns the crashed generation"
+        );
+        assert_same(&snapshot(&e), &models[i - 1], "burning changes no data");
+        let tree = e.trees()[0];
+        e.insert(tree, key(1), b"after the crash").unwrap();
+        e.commit().unwrap();
+        assert_eq!(e.committed_generation(), crashed + 1);
+        drop(e);
+        assert_clean(&*dev);
+    }
 }
