@@ -172,6 +172,12 @@ impl Engine {
             .collect()
     }
 
+    /// The root pointer of a user tree in the running transaction: its address,
+    /// generation and level. Two trees share every subtree under equal pointers.
+    pub fn tree_root(&self, tree: u64) -> Result<RootPtr> {
+        self.user_root(tree)
+    }
+
     /// True if the user tree exists.
     pub fn tree_exists(&self, tree: u64) -> bool {
         tree >= objectid::FIRST_USER_TREE && self.roots.contains_key(&tree)

@@ -160,10 +160,24 @@ impl Engine {
     /// to their children (Rodeh's lazy reference counting).
     pub(crate) fn cow(&mut self, tree: u64, child: &ChildRef) -> Result<u64> {
         let shareable = node_ptr_shareable(tree);
-        if self.dirty.contains_key(&child.bytenr)
-            && (!shareable || self.refs.get(&child.bytenr).is_some_and(|d| d.delta == 1))
-        {
-            return Ok(child.bytenr);
+        if let Some(node) = self.dirty.get(&child.bytenr) {
+            // Only pointers written in this transaction may lead to its nodes. A pointer
+            // read from the device carries an older generation; if it names a block
+            // this transaction reused, the extent tree failed to account for that block.
+            if child.generation != self.generation || node.level != child.level {
+                return Err(Error::CorruptNode {
+                    block: child.bytenr,
+                    tree,
+                    reason: format!(
+                        "a pointer of generation {} level {} leads to a block this transaction \
+                         reused (the extent tree does not account for it)",
+                        child.generation, child.level
+                    ),
+                });
+            }
+            if !shareable || self.refs.get(&child.bytenr).is_some_and(|d| d.delta == 1) {
+                return Ok(child.bytenr);
+            }
         }
         let node = self.read_node(tree, child)?;
         let rc = if shareable {
