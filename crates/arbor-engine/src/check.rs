@@ -100,7 +100,9 @@ pub fn check(storage: &dyn Storage) -> CheckReport {
     let extent_items = w.walk_root(objectid::EXTENT_TREE, sb.extent_tree);
     for (key, value) in root_items {
         match key.ty {
-            item_type::ROOT_ITEM if key.objectid >= objectid::FIRST_USER_TREE => {
+            item_type::ROOT_ITEM
+                if key.objectid >= objectid::FIRST_USER_TREE && key.offset == 0 =>
+            {
                 let valid = RootItem::decode(&value).and_then(|item| {
                     item.0
                         .validate(sb.generation, sb.nodesize, sb.total_bytes)?;

@@ -101,3 +101,49 @@ pub fn open_ro(dev: std::sync::Arc<dyn Storage>) -> arbor_engine::Result<Engine>
         },
     )
 }
+
+/// Reads and validates the node at `bytenr`, as a parent pointer of that generation and
+/// level would, for tests that forge on-disk structures.
+pub fn read_node_at(
+    dev: &dyn Storage,
+    bytenr: u64,
+    generation: u64,
+    level: u8,
+) -> arbor_engine::format::Node {
+    let (sb, _) = arbor_engine::read_superblock(dev).expect("a superblock");
+    let mut buf = vec![0u8; sb.nodesize as usize];
+    dev.read_at(bytenr, &mut buf).expect("reading a node");
+    let expect = arbor_engine::format::Expect {
+        bytenr,
+        generation,
+        level,
+        fsid: &sb.fsid,
+        nodesize: sb.nodesize,
+        total_bytes: sb.total_bytes,
+        lo: None,
+        hi: None,
+    };
+    arbor_engine::format::decode_node(&buf, &expect).expect("a valid node")
+}
+
+/// Replaces the items of the root tree, which must be a single leaf, with what `edit`
+/// makes of them, and reseals the leaf.
+pub fn forge_root_tree_leaf(dev: &dyn Storage, edit: impl FnOnce(&mut Vec<(Key, Vec<u8>)>)) {
+    use arbor_engine::format::{Body, Leaf, Node, encode_node};
+    let (sb, _) = arbor_engine::read_superblock(dev).expect("a superblock");
+    let at = sb.root_tree;
+    assert_eq!(at.level, 0, "the root tree is one leaf");
+    let node = read_node_at(dev, at.bytenr, at.generation, 0);
+    let Body::Leaf(leaf) = &node.body else {
+        unreachable!()
+    };
+    let mut items: Vec<(Key, Vec<u8>)> = leaf.iter().map(|(k, v)| (k, v.to_vec())).collect();
+    edit(&mut items);
+    items.sort_by_key(|(k, _)| *k);
+    let forged = Node {
+        body: Body::Leaf(Leaf::from_items(items)),
+        ..node
+    };
+    dev.write_at(at.bytenr, &encode_node(&forged, sb.nodesize, &sb.fsid))
+        .expect("writing");
+}

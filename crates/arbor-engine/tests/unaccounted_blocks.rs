@@ -7,8 +7,7 @@
 
 mod common;
 use arbor_engine::format::{
-    Body, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, Leaf, Node, decode_node, encode_node,
-    item_type,
+    Body, EXTENT_FLAG_TREE_BLOCK, ExtentItem, Key, Leaf, Node, encode_node, item_type,
 };
 use arbor_engine::storage::{MemStorage, Storage};
 use arbor_engine::{Config, Engine, Error, read_superblock};
@@ -25,7 +24,7 @@ fn make_live_block_look_free(dev: &MemStorage, victim: u64) {
     let ns = sb.nodesize;
     let at = sb.extent_tree;
     assert_eq!(at.level, 0, "the test image's extent tree is one leaf");
-    let node = read(dev, at.bytenr, at.generation, 0);
+    let node = read_node_at(dev, at.bytenr, at.generation, 0);
     let Body::Leaf(items) = &node.body else {
         unreachable!()
     };
@@ -57,23 +56,6 @@ fn make_live_block_look_free(dev: &MemStorage, victim: u64) {
         .unwrap();
 }
 
-fn read(dev: &MemStorage, bytenr: u64, generation: u64, level: u8) -> Node {
-    let (sb, _) = read_superblock(dev).unwrap();
-    let mut buf = vec![0u8; sb.nodesize as usize];
-    dev.read_at(bytenr, &mut buf).unwrap();
-    let expect = Expect {
-        bytenr,
-        generation,
-        level,
-        fsid: &sb.fsid,
-        nodesize: sb.nodesize,
-        total_bytes: sb.total_bytes,
-        lo: None,
-        hi: None,
-    };
-    decode_node(&buf, &expect).unwrap()
-}
-
 #[test]
 fn writes_over_unaccounted_live_blocks_fail_cleanly_instead_of_hanging() {
     let (dev, mut e) = mem_engine(8 << 20, 4096);
@@ -85,7 +67,7 @@ fn writes_over_unaccounted_live_blocks_fail_cleanly_instead_of_hanging() {
     let root = e.tree_root(5).unwrap();
     drop(e);
     assert_eq!(root.level, 1, "tree 5 is a root branch over leaves");
-    let Body::Branch(ptrs) = read(&dev, root.bytenr, root.generation, 1).body else {
+    let Body::Branch(ptrs) = read_node_at(&*dev, root.bytenr, root.generation, 1).body else {
         unreachable!()
     };
     let victim = *ptrs.iter().min_by_key(|p| p.bytenr).unwrap();
