@@ -4,7 +4,7 @@
 # It installs what a fresh machine lacks, then runs: rustfmt --check, clippy with
 # -D warnings, every test of the workspace, and a quick smoke run of the engine
 # benchmark. Set ARBOR_LONG=1 for the longer campaigns (more property-test cases,
-# more crash seeds).
+# more crash seeds, and scripts/fuzz.sh on every fuzz target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,11 @@ cargo test --workspace --locked
 
 step "engine benchmark smoke run (arbor vs redb, --quick)"
 cargo run --release --locked -q -p arbor-bench -- --quick
+
+if [ "${ARBOR_LONG:-}" = 1 ]; then
+    step "fuzzing (ARBOR_LONG=1): every target for ${FUZZ_SECONDS:=300} s"
+    FUZZ_SECONDS="$FUZZ_SECONDS" scripts/fuzz.sh
+fi
 
 echo
 echo "all checks passed"

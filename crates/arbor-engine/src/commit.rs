@@ -19,6 +19,7 @@ use crate::format::{
     Body, DropItem, ExtentItem, Key, LEAF_ITEM_SIZE, RootItem, encode_node, item_type, objectid,
     superblock_offsets,
 };
+use crate::nodes::apply_delta;
 
 /// Rounds of extent tree updates after which a commit gives up. Never reached in
 /// practice: each round only shadows nodes that the previous one split.
@@ -168,7 +169,7 @@ impl Engine {
         let underflow = |have: u64| Error::CorruptItem {
             tree: objectid::EXTENT_TREE,
             key: Key::new(bytenr, item_type::EXTENT_ITEM, d.len).to_string(),
-            reason: format!("reference count {have} cannot drop by {}", -d.delta),
+            reason: format!("reference count {have} cannot change by {}", d.delta),
         };
         let (bytes, count): (i64, i64) = match found {
             Some(key) => {
@@ -178,13 +179,10 @@ impl Engine {
                         key: key.to_string(),
                         reason,
                     })?;
-                let refs = item.refs as i64 + d.delta;
-                if refs < 0 {
-                    return Err(underflow(item.refs));
-                }
+                let refs = apply_delta(item.refs, d.delta).ok_or_else(|| underflow(item.refs))?;
                 if refs > 0 {
                     let value = ExtentItem {
-                        refs: refs as u64,
+                        refs,
                         flags: item.flags,
                     }
                     .encode();
@@ -224,7 +222,7 @@ impl Engine {
         let underflow = |have: u64| Error::CorruptItem {
             tree,
             key: Key::new(bytenr, item_type::EXTENT_ITEM, len).to_string(),
-            reason: format!("reference count {have} cannot drop by {}", -delta),
+            reason: format!("reference count {have} cannot change by {delta}"),
         };
         match self.extent_lookup(bytenr)? {
             None => {
@@ -235,17 +233,14 @@ impl Engine {
                 self.extent_items += 1;
             }
             Some((key, item)) => {
-                let refs = item.refs as i64 + delta;
-                if refs < 0 {
-                    return Err(underflow(item.refs));
-                }
+                let refs = apply_delta(item.refs, delta).ok_or_else(|| underflow(item.refs))?;
                 if refs == 0 {
                     self.tree_delete(tree, key)?;
                     self.bytes_used -= key.offset;
                     self.extent_items -= 1;
                 } else {
                     let value = ExtentItem {
-                        refs: refs as u64,
+                        refs,
                         flags: item.flags,
                     }
                     .encode();
@@ -297,15 +292,30 @@ impl Engine {
         Ok(())
     }
 
-    pub(crate) fn enqueue_drop(&mut self, bytenr: u64, generation: u64, level: u8, count: u32) {
-        self.drops
-            .entry(bytenr)
-            .and_modify(|d| d.count += count)
-            .or_insert(DropItem {
-                generation,
-                count,
-                level,
-            });
+    pub(crate) fn enqueue_drop(
+        &mut self,
+        bytenr: u64,
+        generation: u64,
+        level: u8,
+        count: u32,
+    ) -> Result<()> {
+        let entry = self.drops.entry(bytenr).or_insert(DropItem {
+            generation,
+            count: 0,
+            level,
+        });
+        entry.count = entry
+            .count
+            .checked_add(count)
+            .ok_or_else(|| Error::CorruptItem {
+                tree: objectid::ROOT_TREE,
+                key: Key::new(objectid::DROP_QUEUE, item_type::DROP_ITEM, bytenr).to_string(),
+                reason: format!(
+                    "{} queued drops plus {count} overflow the count",
+                    entry.count
+                ),
+            })?;
         self.drops_dirty.insert(bytenr);
+        Ok(())
     }
 }

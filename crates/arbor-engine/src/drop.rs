@@ -35,7 +35,7 @@ impl Engine {
                     self.release(child, generation, 0, 1)?;
                     done += 1;
                 } else {
-                    self.enqueue_drop(child, generation, item.level - 1, 1);
+                    self.enqueue_drop(child, generation, item.level - 1, 1)?;
                 }
             }
         }

@@ -315,9 +315,9 @@ impl Engine {
     pub fn drop_tree(&mut self, tree: u64) -> Result<()> {
         self.check_writable()?;
         let root = self.user_root(tree)?;
+        self.enqueue_drop(root.bytenr, root.generation, root.level, 1)?;
         self.roots.remove(&tree);
         self.dirty_roots.insert(tree);
-        self.enqueue_drop(root.bytenr, root.generation, root.level, 1);
         Ok(())
     }
 

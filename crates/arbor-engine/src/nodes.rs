@@ -9,6 +9,11 @@ use crate::format::{
 use crate::storage::Storage;
 use std::sync::Arc;
 
+/// `refs + delta`, or `None` when that leaves the range of a count (a corrupt count).
+pub(crate) fn apply_delta(refs: u64, delta: i64) -> Option<u64> {
+    u64::try_from(i128::from(refs) + i128::from(delta)).ok()
+}
+
 fn node_ptr_shareable(tree: u64) -> bool {
     tree >= objectid::FIRST_USER_TREE
 }
@@ -126,15 +131,11 @@ impl Engine {
             self.extent_lookup(bytenr)?.map_or(0, |(_, item)| item.refs)
         };
         let delta = self.refs.get(&bytenr).map_or(0, |d| d.delta);
-        let rc = base as i64 + delta;
-        if rc < 0 {
-            return Err(Error::CorruptItem {
-                tree: objectid::EXTENT_TREE,
-                key: Key::new(bytenr, item_type::EXTENT_ITEM, 0).to_string(),
-                reason: format!("reference count would be {rc}"),
-            });
-        }
-        Ok(rc as u64)
+        apply_delta(base, delta).ok_or_else(|| Error::CorruptItem {
+            tree: objectid::EXTENT_TREE,
+            key: Key::new(bytenr, item_type::EXTENT_ITEM, 0).to_string(),
+            reason: format!("reference count {base} cannot change by {delta}"),
+        })
     }
 
     /// The extent item starting at `bytenr`, if any.

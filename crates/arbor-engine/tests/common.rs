@@ -129,10 +129,24 @@ pub fn read_node_at(
 /// Replaces the items of the root tree, which must be a single leaf, with what `edit`
 /// makes of them, and reseals the leaf.
 pub fn forge_root_tree_leaf(dev: &dyn Storage, edit: impl FnOnce(&mut Vec<(Key, Vec<u8>)>)) {
+    let (sb, _) = arbor_engine::read_superblock(dev).expect("a superblock");
+    forge_leaf(dev, sb.root_tree, edit);
+}
+
+/// Like [`forge_root_tree_leaf`], for the extent tree.
+pub fn forge_extent_tree_leaf(dev: &dyn Storage, edit: impl FnOnce(&mut Vec<(Key, Vec<u8>)>)) {
+    let (sb, _) = arbor_engine::read_superblock(dev).expect("a superblock");
+    forge_leaf(dev, sb.extent_tree, edit);
+}
+
+fn forge_leaf(
+    dev: &dyn Storage,
+    at: arbor_engine::format::RootPtr,
+    edit: impl FnOnce(&mut Vec<(Key, Vec<u8>)>),
+) {
     use arbor_engine::format::{Body, Leaf, Node, encode_node};
     let (sb, _) = arbor_engine::read_superblock(dev).expect("a superblock");
-    let at = sb.root_tree;
-    assert_eq!(at.level, 0, "the root tree is one leaf");
+    assert_eq!(at.level, 0, "the tree is one leaf");
     let node = read_node_at(dev, at.bytenr, at.generation, 0);
     let Body::Leaf(leaf) = &node.body else {
         unreachable!()
