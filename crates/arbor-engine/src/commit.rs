@@ -19,7 +19,7 @@ use crate::format::{
     Body, DropItem, ExtentItem, Key, LEAF_ITEM_SIZE, RootItem, encode_node, item_type, objectid,
     superblock_offsets,
 };
-use crate::nodes::apply_delta;
+use crate::nodes::{ExtentChange, decode_extent, extent_change};
 
 /// Rounds of extent tree updates after which a commit gives up. Never reached in
 /// practice: each round only shadows nodes that the previous one split.
@@ -138,7 +138,7 @@ impl Engine {
                     }
                 };
                 if !self.apply_ref_in_leaf(current, bytenr, d)? {
-                    self.apply_ref(bytenr, d.len, d.flags, d.delta)?;
+                    self.apply_ref(bytenr, d)?;
                     leaf = None;
                 }
             }
@@ -166,89 +166,70 @@ impl Engine {
             .get(i)
             .filter(|k| k.objectid == bytenr && k.ty == item_type::EXTENT_ITEM)
             .copied();
-        let underflow = |have: u64| Error::CorruptItem {
-            tree: objectid::EXTENT_TREE,
-            key: Key::new(bytenr, item_type::EXTENT_ITEM, d.len).to_string(),
-            reason: format!("reference count {have} cannot change by {}", d.delta),
+        let existing = match found {
+            Some(key) => Some((key, decode_extent(&key, items.value(i))?)),
+            None => None,
         };
-        let (bytes, count): (i64, i64) = match found {
-            Some(key) => {
-                let item =
-                    ExtentItem::decode(items.value(i)).map_err(|reason| Error::CorruptItem {
-                        tree: objectid::EXTENT_TREE,
-                        key: key.to_string(),
-                        reason,
-                    })?;
-                let refs = apply_delta(item.refs, d.delta).ok_or_else(|| underflow(item.refs))?;
-                if refs > 0 {
-                    let value = ExtentItem {
-                        refs,
-                        flags: item.flags,
-                    }
-                    .encode();
-                    items.upsert(key, &value);
-                    return Ok(true);
-                }
+        let change = extent_change(bytenr, d, existing.map(|(_, item)| item))?;
+        match (existing, change) {
+            (Some((key, _)), ExtentChange::Set(item)) => {
+                items.upsert(key, &item.encode());
+            }
+            (Some((key, _)), ExtentChange::Remove) => {
                 if i == 0 || used - ITEM < ns / 4 {
                     return Ok(false);
                 }
                 items.remove(&key);
-                (-(key.offset as i64), -1)
+                self.account_extent(key.offset, false);
             }
-            None => {
-                let refs = u64::try_from(d.delta).map_err(|_| underflow(0))?;
+            (None, ExtentChange::Set(item)) => {
                 if i == 0 || used + ITEM > ns {
                     return Ok(false);
                 }
                 let key = Key::new(bytenr, item_type::EXTENT_ITEM, d.len);
-                items.upsert(
-                    key,
-                    &ExtentItem {
-                        refs,
-                        flags: d.flags,
-                    }
-                    .encode(),
-                );
-                (d.len as i64, 1)
+                items.upsert(key, &item.encode());
+                self.account_extent(d.len, true);
             }
-        };
-        self.bytes_used = (self.bytes_used as i64 + bytes) as u64;
-        self.extent_items = (self.extent_items as i64 + count) as u64;
+            (None, ExtentChange::Remove) => {}
+        }
         Ok(true)
     }
 
-    fn apply_ref(&mut self, bytenr: u64, len: u64, flags: u64, delta: i64) -> Result<()> {
+    /// Applies one reference change through the general tree operations.
+    fn apply_ref(&mut self, bytenr: u64, d: RefDelta) -> Result<()> {
         let tree = objectid::EXTENT_TREE;
-        let underflow = |have: u64| Error::CorruptItem {
-            tree,
-            key: Key::new(bytenr, item_type::EXTENT_ITEM, len).to_string(),
-            reason: format!("reference count {have} cannot change by {delta}"),
-        };
-        match self.extent_lookup(bytenr)? {
-            None => {
-                let refs = u64::try_from(delta).map_err(|_| underflow(0))?;
-                let key = Key::new(bytenr, item_type::EXTENT_ITEM, len);
-                self.tree_insert(tree, key, &ExtentItem { refs, flags }.encode())?;
-                self.bytes_used += len;
-                self.extent_items += 1;
+        let existing = self.extent_lookup(bytenr)?;
+        match (
+            existing,
+            extent_change(bytenr, d, existing.map(|(_, item)| item))?,
+        ) {
+            (Some((key, _)), ExtentChange::Set(item)) => {
+                self.tree_insert(tree, key, &item.encode())?;
             }
-            Some((key, item)) => {
-                let refs = apply_delta(item.refs, delta).ok_or_else(|| underflow(item.refs))?;
-                if refs == 0 {
-                    self.tree_delete(tree, key)?;
-                    self.bytes_used -= key.offset;
-                    self.extent_items -= 1;
-                } else {
-                    let value = ExtentItem {
-                        refs,
-                        flags: item.flags,
-                    }
-                    .encode();
-                    self.tree_insert(tree, key, &value)?;
-                }
+            (Some((key, _)), ExtentChange::Remove) => {
+                self.tree_delete(tree, key)?;
+                self.account_extent(key.offset, false);
             }
+            (None, ExtentChange::Set(item)) => {
+                let key = Key::new(bytenr, item_type::EXTENT_ITEM, d.len);
+                self.tree_insert(tree, key, &item.encode())?;
+                self.account_extent(d.len, true);
+            }
+            (None, ExtentChange::Remove) => {}
         }
         Ok(())
+    }
+
+    /// Keeps `bytes_used` and the extent item count in step with an item added or
+    /// removed.
+    fn account_extent(&mut self, len: u64, added: bool) {
+        if added {
+            self.bytes_used += len;
+            self.extent_items += 1;
+        } else {
+            self.bytes_used -= len;
+            self.extent_items -= 1;
+        }
     }
 
     fn write_dirty_nodes(&mut self) -> Result<()> {

@@ -9,6 +9,43 @@ use crate::format::{
 use crate::storage::Storage;
 use std::sync::Arc;
 
+/// Decodes the extent item stored under `key`, naming the key if it is corrupt.
+pub(crate) fn decode_extent(key: &Key, value: &[u8]) -> Result<ExtentItem> {
+    ExtentItem::decode(value).map_err(|reason| Error::CorruptItem {
+        tree: objectid::EXTENT_TREE,
+        key: key.to_string(),
+        reason,
+    })
+}
+
+/// What one reference change does to an extent's item.
+pub(crate) enum ExtentChange {
+    /// The item now holds this (a new item when there was none).
+    Set(ExtentItem),
+    /// The last reference is gone: the item goes.
+    Remove,
+}
+
+/// Applies the change `d` to the extent item of `bytenr`, if there is one. A count
+/// that would leave its range is a corruption error naming the extent.
+pub(crate) fn extent_change(
+    bytenr: u64,
+    d: RefDelta,
+    existing: Option<ExtentItem>,
+) -> Result<ExtentChange> {
+    let have = existing.map_or(0, |item| item.refs);
+    let flags = existing.map_or(d.flags, |item| item.flags);
+    match apply_delta(have, d.delta) {
+        Some(0) if existing.is_some() => Ok(ExtentChange::Remove),
+        Some(refs) if refs > 0 => Ok(ExtentChange::Set(ExtentItem { refs, flags })),
+        _ => Err(Error::CorruptItem {
+            tree: objectid::EXTENT_TREE,
+            key: Key::new(bytenr, item_type::EXTENT_ITEM, d.len).to_string(),
+            reason: format!("reference count {have} cannot change by {}", d.delta),
+        }),
+    }
+}
+
 /// `refs + delta`, or `None` when that leaves the range of a count (a corrupt count).
 pub(crate) fn apply_delta(refs: u64, delta: i64) -> Option<u64> {
     u64::try_from(i128::from(refs) + i128::from(delta)).ok()
@@ -148,12 +185,7 @@ impl Engine {
         if key.objectid != bytenr || key.ty != item_type::EXTENT_ITEM {
             return Ok(None);
         }
-        let item = ExtentItem::decode(&value).map_err(|reason| Error::CorruptItem {
-            tree: objectid::EXTENT_TREE,
-            key: key.to_string(),
-            reason,
-        })?;
-        Ok(Some((key, item)))
+        Ok(Some((key, decode_extent(&key, &value)?)))
     }
 
     /// Makes the node behind `child` writable in this transaction and returns its
