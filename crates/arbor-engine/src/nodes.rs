@@ -9,6 +9,28 @@ use crate::format::{
 use crate::storage::Storage;
 use std::sync::Arc;
 
+/// Checks that a node already in memory (written by this transaction, or validated when
+/// it was read) is the one the pointer being followed expects. A mismatch means the
+/// block was handed out again while an old pointer still names it: every pointer read
+/// from the device carries an older generation than the running transaction's nodes,
+/// so it can only happen when the extent tree failed to account for the block. Never
+/// using such a node in place is what keeps a forged image from forming a cycle.
+fn check_in_memory(tree: u64, n: &Node, child: &ChildRef) -> Result<()> {
+    if n.generation != child.generation || n.level != child.level {
+        return Err(Error::CorruptNode {
+            block: child.bytenr,
+            tree,
+            reason: format!(
+                "the node in memory has generation {} level {}, the pointer expects \
+                 generation {} level {} (a block reused while still referenced: the \
+                 extent tree does not account for it)",
+                n.generation, n.level, child.generation, child.level
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Decodes the extent item stored under `key`, naming the key if it is corrupt.
 pub(crate) fn decode_extent(key: &Key, value: &[u8]) -> Result<ExtentItem> {
     ExtentItem::decode(value).map_err(|reason| Error::CorruptItem {
@@ -72,12 +94,7 @@ impl Engine {
                 .get(child.bytenr),
         };
         if let Some(n) = found {
-            if n.generation != child.generation || n.level != child.level {
-                return Err(corrupt(format!(
-                    "cached node has generation {} level {}, the parent expects generation {} level {}",
-                    n.generation, n.level, child.generation, child.level
-                )));
-            }
+            check_in_memory(tree, &n, child)?;
             return Ok(n);
         }
         let ns = self.sb.nodesize;
@@ -194,20 +211,7 @@ impl Engine {
     pub(crate) fn cow(&mut self, tree: u64, child: &ChildRef) -> Result<u64> {
         let shareable = node_ptr_shareable(tree);
         if let Some(node) = self.dirty.get(&child.bytenr) {
-            // Only pointers written in this transaction may lead to its nodes. A pointer
-            // read from the device carries an older generation; if it names a block
-            // this transaction reused, the extent tree failed to account for that block.
-            if child.generation != self.generation || node.level != child.level {
-                return Err(Error::CorruptNode {
-                    block: child.bytenr,
-                    tree,
-                    reason: format!(
-                        "a pointer of generation {} level {} leads to a block this transaction \
-                         reused (the extent tree does not account for it)",
-                        child.generation, child.level
-                    ),
-                });
-            }
+            check_in_memory(tree, node, child)?;
             if !shareable || self.refs.get(&child.bytenr).is_some_and(|d| d.delta == 1) {
                 return Ok(child.bytenr);
             }
