@@ -323,9 +323,13 @@ fn decode_branch(b: &[u8], n: usize, generation: u64, want: &Expect<'_>) -> Resu
 }
 
 fn check_key_order(node: &Node, want: &Expect<'_>) -> Result<(), String> {
-    let keys: Vec<Key> = match &node.body {
-        Body::Leaf(leaf) => leaf.keys().to_vec(),
-        Body::Branch(ptrs) => ptrs.iter().map(|p| p.key).collect(),
+    let branch_keys: Vec<Key>;
+    let keys: &[Key] = match &node.body {
+        Body::Leaf(leaf) => leaf.keys(),
+        Body::Branch(ptrs) => {
+            branch_keys = ptrs.iter().map(|p| p.key).collect();
+            &branch_keys
+        }
     };
     for (slot, pair) in keys.windows(2).enumerate() {
         if pair[0] >= pair[1] {
