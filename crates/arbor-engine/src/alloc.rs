@@ -16,6 +16,9 @@ pub(crate) struct Allocator {
     cursor: u64,
     /// Freed this transaction, released at commit.
     pinned: Vec<(u64, u64)>,
+    /// Freed by a durable transaction but held until the owner says no reader can
+    /// still be using them.
+    held: Vec<(u64, u64)>,
 }
 
 impl Allocator {
@@ -29,6 +32,7 @@ impl Allocator {
             free: sectors,
             cursor: 0,
             pinned: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -83,6 +87,18 @@ impl Allocator {
         }
     }
 
+    /// The transaction is durable: pinned extents wait for [`Self::release_held`].
+    pub(crate) fn hold_pinned(&mut self) {
+        self.held.append(&mut self.pinned);
+    }
+
+    /// Held extents become free.
+    pub(crate) fn release_held(&mut self) {
+        for (b, l) in std::mem::take(&mut self.held) {
+            self.release(b, l);
+        }
+    }
+
     /// Bytes currently free for allocation (pinned bytes are not).
     pub(crate) fn free_bytes(&self) -> u64 {
         self.free * self.sector
@@ -90,7 +106,7 @@ impl Allocator {
 
     /// Bytes pinned until the next commit.
     pub(crate) fn pinned_bytes(&self) -> u64 {
-        self.pinned.iter().map(|(_, l)| l).sum()
+        self.pinned.iter().chain(&self.held).map(|(_, l)| l).sum()
     }
 
     /// Finds and marks `len` bytes aligned to `align` bytes, searching from the cursor.

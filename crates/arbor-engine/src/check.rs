@@ -3,9 +3,11 @@
 //! references to every block, and compares them with the extent tree and with the
 //! superblock's space accounting.
 
+use crate::engine::DataRefs;
 use crate::format::{
-    Body, DropItem, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, RootItem, RootPtr, Superblock,
-    decode_node, item_type, objectid, reserved_ranges, validate_extent,
+    Body, DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, Leaf,
+    RootItem, RootPtr, Superblock, decode_node, item_type, objectid, reserved_ranges,
+    validate_extent,
 };
 use crate::open::read_superblock;
 use crate::storage::Storage;
@@ -72,11 +74,22 @@ struct Walker<'a> {
     refs: HashMap<u64, u64>,
     problems: Vec<String>,
     nodes: u64,
+    /// Names the data extents that leaf items reference, when the caller knows.
+    data_hook: Option<&'a dyn DataRefs>,
+    /// References to each data extent found in leaves: (length, count).
+    data: HashMap<u64, (u64, u64)>,
 }
 
 /// Checks the image on `storage`. Problems are collected, never raised: the report says
 /// everything that is wrong, and a corrupt image never makes the checker panic.
 pub fn check(storage: &dyn Storage) -> CheckReport {
+    check_with(storage, None)
+}
+
+/// [`check()`], also counting the references to data extents that `data_refs` finds in
+/// the leaves of user trees and comparing them with the extent tree. Without it, data
+/// extents are only checked for placement.
+pub fn check_with(storage: &dyn Storage, data_refs: Option<&dyn DataRefs>) -> CheckReport {
     let mut report = CheckReport::default();
     let (sb, sb_problems) = match read_superblock(storage) {
         Ok(found) => found,
@@ -95,6 +108,8 @@ pub fn check(storage: &dyn Storage) -> CheckReport {
         refs: HashMap::new(),
         problems: Vec::new(),
         nodes: 0,
+        data_hook: data_refs,
+        data: HashMap::new(),
     };
     let root_items = w.walk_root(objectid::ROOT_TREE, sb.root_tree);
     let extent_items = w.walk_root(objectid::EXTENT_TREE, sb.extent_tree);
@@ -211,6 +226,9 @@ impl Walker<'_> {
             }
             match node.body {
                 Body::Leaf(leaf) => {
+                    if tree >= objectid::FIRST_USER_TREE || tree == objectid::DROP_QUEUE {
+                        self.count_data_refs(tree, bytenr, &leaf);
+                    }
                     if tree != objectid::DROP_QUEUE {
                         items.extend(leaf.iter().map(|(k, v)| (k, v.to_vec())));
                     }
@@ -226,6 +244,31 @@ impl Walker<'_> {
         }
         items.sort_by_key(|(k, _)| *k);
         items
+    }
+
+    /// Counts the data extents a leaf names (once per leaf, however many trees share it).
+    fn count_data_refs(&mut self, tree: u64, block: u64, leaf: &Leaf) {
+        let Some(hook) = self.data_hook else {
+            return;
+        };
+        for (key, value) in leaf.iter() {
+            match hook.data_ref(tree, &key, value) {
+                Ok(Some((bytenr, len))) => {
+                    let e = self.data.entry(bytenr).or_insert((len, 0));
+                    if e.0 != len {
+                        self.problems.push(format!(
+                            "tree {tree}: block {block}: item {key} names data extent {bytenr} as {len} bytes, elsewhere as {}",
+                            e.0
+                        ));
+                    }
+                    e.1 += 1;
+                }
+                Ok(None) => {}
+                Err(why) => self
+                    .problems
+                    .push(format!("tree {tree}: block {block}: item {key}: {why}")),
+            }
+        }
     }
 
     fn decode_extents(&mut self, items: Vec<(Key, Vec<u8>)>) -> BTreeMap<u64, (u64, ExtentItem)> {
@@ -276,10 +319,46 @@ impl Walker<'_> {
                 }
             }
         }
+        if self.data_hook.is_some() {
+            self.compare_data_refs(extents);
+        }
         for (bytenr, (_, item)) in extents {
             if !self.refs.contains_key(bytenr) && item.flags & EXTENT_FLAG_TREE_BLOCK != 0 {
                 self.problems.push(format!(
                     "block {bytenr}: allocated with refcount {} but nothing references it (leaked)",
+                    item.refs
+                ));
+            }
+        }
+    }
+
+    fn compare_data_refs(&mut self, extents: &BTreeMap<u64, (u64, ExtentItem)>) {
+        let mut found: Vec<(u64, (u64, u64))> = self.data.iter().map(|(b, v)| (*b, *v)).collect();
+        found.sort_unstable();
+        for (bytenr, (len, n)) in found {
+            match extents.get(&bytenr) {
+                None => self.problems.push(format!(
+                    "data extent {bytenr}: referenced {n} times but has no extent item"
+                )),
+                Some((elen, item)) => {
+                    if item.flags != EXTENT_FLAG_DATA || *elen != len {
+                        self.problems.push(format!(
+                            "data extent {bytenr}: named as {len} bytes of data but the extent tree has {elen} bytes with flags {:#x}",
+                            item.flags
+                        ));
+                    } else if item.refs != n {
+                        self.problems.push(format!(
+                            "data extent {bytenr}: extent tree says refcount {}, found {n} references",
+                            item.refs
+                        ));
+                    }
+                }
+            }
+        }
+        for (bytenr, (_, item)) in extents {
+            if item.flags == EXTENT_FLAG_DATA && !self.data.contains_key(bytenr) {
+                self.problems.push(format!(
+                    "data extent {bytenr}: allocated with refcount {} but nothing references it (leaked)",
                     item.refs
                 ));
             }

@@ -62,7 +62,11 @@ impl Engine {
             }
         }
         self.dirty.clear();
-        self.alloc.unpin_all();
+        if self.cfg.hold_freed {
+            self.alloc.hold_pinned();
+        } else {
+            self.alloc.unpin_all();
+        }
         self.next_generation()
     }
 

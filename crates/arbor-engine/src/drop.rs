@@ -66,6 +66,20 @@ impl Engine {
             return Ok(Vec::new());
         }
         let mut children = Vec::new();
+        if level == 0 && self.cfg.data_refs.is_some() {
+            let at = ChildRef {
+                bytenr,
+                generation,
+                level,
+                lo: None,
+                hi: None,
+            };
+            if let Body::Leaf(leaf) = &self.read_node(objectid::DROP_QUEUE, &at)?.body {
+                let items: Vec<(Key, Vec<u8>)> =
+                    leaf.iter().map(|(k, v)| (k, v.to_vec())).collect();
+                self.leaf_data_refs(objectid::DROP_QUEUE, &items, -1)?;
+            }
+        }
         if level > 0 {
             let at = ChildRef {
                 bytenr,

@@ -24,6 +24,28 @@ pub struct Config {
     pub drop_nodes_per_commit: usize,
     /// Refuse every change.
     pub read_only: bool,
+    /// Which data extents the items of user trees reference. Without it, leaves are
+    /// opaque and no data extent may be shared between trees.
+    pub data_refs: Option<Arc<dyn DataRefs>>,
+    /// Keep blocks freed by a commit unusable until [`Engine::release_freed`] is
+    /// called, so that readers that looked up a block before the commit may still
+    /// read it after the engine's lock is released.
+    pub hold_freed: bool,
+}
+
+/// Tells the engine which data extent a leaf item references. The layer that defines
+/// the items (the filesystem) implements it. When a shared leaf is copied every data
+/// extent it names gains a reference, and when a leaf is freed they each lose one;
+/// the checker counts them the same way.
+pub trait DataRefs: Send + Sync + std::fmt::Debug {
+    /// The data extent `(bytenr, len)` that the item references, if any, or why the
+    /// item is malformed.
+    fn data_ref(
+        &self,
+        tree: u64,
+        key: &Key,
+        value: &[u8],
+    ) -> std::result::Result<Option<(u64, u64)>, String>;
 }
 
 impl Default for Config {
@@ -33,6 +55,8 @@ impl Default for Config {
             max_dirty_bytes: 256 << 20,
             drop_nodes_per_commit: 4096,
             read_only: false,
+            data_refs: None,
+            hold_freed: false,
         }
     }
 }

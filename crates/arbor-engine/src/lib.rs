@@ -26,6 +26,7 @@ mod alloc;
 mod cache;
 mod check;
 mod commit;
+mod data;
 mod drop;
 mod engine;
 mod error;
@@ -36,8 +37,8 @@ mod space;
 pub mod storage;
 mod tree;
 
-pub use check::{CheckReport, check};
-pub use engine::{Config, Engine, MkfsOptions, SpaceInfo};
+pub use check::{CheckReport, check, check_with};
+pub use engine::{Config, DataRefs, Engine, MkfsOptions, SpaceInfo};
 pub use error::{Error, Result};
 pub use format::Key;
 pub use open::read_superblock;

@@ -228,10 +228,18 @@ impl Engine {
         copy.generation = self.generation;
         copy.owner = tree;
         if rc > 1 {
-            if let Body::Branch(ptrs) = &copy.body {
-                for p in ptrs {
-                    self.node_ref(p.bytenr, 1);
+            match &copy.body {
+                Body::Branch(ptrs) => {
+                    for p in ptrs {
+                        self.node_ref(p.bytenr, 1);
+                    }
                 }
+                Body::Leaf(leaf) if self.cfg.data_refs.is_some() => {
+                    let items: Vec<(Key, Vec<u8>)> =
+                        leaf.iter().map(|(k, v)| (k, v.to_vec())).collect();
+                    self.leaf_data_refs(tree, &items, 1)?;
+                }
+                Body::Leaf(_) => {}
             }
             self.node_ref(child.bytenr, -1);
         } else {
