@@ -30,6 +30,10 @@ pub enum Command {
     Check(cmd::check::Args),
     /// Run the engine end to end on a scratch image and show what it does.
     Demo(cmd::demo::Args),
+    /// Mount a filesystem through FUSE; returns once it is mounted (see -f).
+    Mount(cmd::mount::Args),
+    /// Unmount, waiting for the final commit.
+    Umount(cmd::umount::Args),
 }
 
 /// Exit status for a usage error or an I/O error that kept a command from running.
@@ -43,6 +47,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mkfs(args) => (cmd::mkfs::run(args), EXIT_FAILURE),
         Command::Check(args) => (cmd::check::run(args), EXIT_USAGE),
         Command::Demo(args) => (cmd::demo::run(args), EXIT_FAILURE),
+        Command::Mount(args) => (cmd::mount::run(args), EXIT_FAILURE),
+        Command::Umount(args) => (cmd::umount::run(args), EXIT_FAILURE),
     };
     match result {
         Ok(code) => code,
@@ -67,4 +73,43 @@ pub fn init_tracing(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// When run as mount(8)'s helper (`/sbin/mount.fuse.arbor IMAGE DIR -o OPTS`, or as
+/// `arbor IMAGE DIR -o OPTS` from mount.fuse3), rewrites the arguments into
+/// `arbor mount -o OPTS IMAGE DIR`. Other command lines pass through unchanged.
+pub fn helper_argv(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let name = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let looks_like_helper = name.starts_with("mount.")
+        || (argv.len() >= 3
+            && argv[1].to_string_lossy().contains('/')
+            && std::path::Path::new(&argv[2]).is_dir());
+    if !looks_like_helper {
+        return argv;
+    }
+    let mut out: Vec<std::ffi::OsString> = vec!["arbor".into(), "mount".into()];
+    let mut positional = Vec::new();
+    let mut it = argv.into_iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-o") => {
+                if let Some(o) = it.next() {
+                    out.push("-o".into());
+                    out.push(o);
+                }
+            }
+            // mount(8) passes -t TYPE, and may pass -n (no mtab), -s, -v, -f (fake).
+            Some("-t") => {
+                it.next();
+            }
+            Some("-n" | "-s" | "-v") => {}
+            _ => positional.push(a),
+        }
+    }
+    out.extend(positional);
+    out
 }

@@ -7,7 +7,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = arbor_cli::Cli::parse();
+    let cli = arbor_cli::Cli::parse_from(arbor_cli::helper_argv(std::env::args_os().collect()));
     arbor_cli::init_tracing(cli.verbose);
     arbor_cli::run(cli)
 }

@@ -39,6 +39,18 @@ impl Engine {
         Ok(())
     }
 
+    /// Fails with `NoSpace` unless `items` item changes in `tree` and `data_bytes` of new
+    /// data extents fit, together with the commit after them. An operation made of
+    /// several changes calls this first, so that it cannot run out of space half done.
+    pub fn reserve(&self, tree: u64, items: u64, data_bytes: u64) -> Result<()> {
+        self.check_writable()?;
+        let root = self.user_root(tree)?;
+        let per_item = 2 * (u64::from(root.level) + 3) + 2;
+        let ns = u64::from(self.sb.nodesize);
+        let data_nodes = data_bytes.div_ceil(ns) + data_bytes.div_ceil(1 << 20);
+        self.ensure_space(items * per_item + data_nodes + self.delete_reserve())
+    }
+
     /// Nodes that growing operations leave free, so that deleting (which shadows a
     /// path before it frees anything) still works on a full device.
     pub(crate) fn delete_reserve(&self) -> u64 {

@@ -64,7 +64,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The directory of file `i`: files `0..per` go to `d0`, the next `per` to `d1`, ...
+/// Directory number `k`; files `0..per` live in `d0`, the next `per` in `d1`, and so on.
 fn dir_of(args: &Args, k: u64) -> PathBuf {
     args.dir.join(format!("d{k}"))
 }
@@ -111,7 +111,8 @@ fn create(args: &Args) -> Result<()> {
             .open(p)
             .with_context(|| format!("create {}", p.display()))?;
         if !data.is_empty() {
-            f.write_all(&data).with_context(|| format!("write {}", p.display()))?;
+            f.write_all(&data)
+                .with_context(|| format!("write {}", p.display()))?;
         }
         Ok(())
     })

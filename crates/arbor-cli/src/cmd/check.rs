@@ -17,7 +17,7 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<ExitCode> {
     let dev = FileStorage::open_read_only(&args.image)
         .with_context(|| format!("cannot open {}", args.image.display()))?;
-    let report = arbor_engine::check(&dev);
+    let report = arbor_engine::check_with(&dev, Some(&arbor_fs::FsDataRefs));
     println!("checking {}", args.image.display());
     print!("{report}");
     Ok(if report.is_clean() {

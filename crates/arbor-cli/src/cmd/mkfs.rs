@@ -2,11 +2,11 @@
 
 use crate::size::{human, parse_size};
 use anyhow::{Context, Result, bail};
+use arbor_engine::MkfsOptions;
 use arbor_engine::format::{
     LABEL_MAX, MAX_NODESIZE, MIN_NODESIZE, SECTOR_SIZE, superblock_offsets,
 };
 use arbor_engine::storage::FileStorage;
-use arbor_engine::{Config, Engine, MkfsOptions};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileTypeExt;
@@ -175,7 +175,7 @@ pub fn mkfs(args: &Args) -> Result<Summary> {
             total_bytes,
             label: args.label.clone(),
         };
-        let engine = Engine::create(Arc::new(dev), &opts, Config::default())?;
+        let engine = arbor_fs::Fs::mkfs(Arc::new(dev), &opts)?;
         let space = engine.space();
         Ok(Summary {
             label: engine.label().to_owned(),

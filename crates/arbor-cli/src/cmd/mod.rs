@@ -3,3 +3,5 @@
 pub mod check;
 pub mod demo;
 pub mod mkfs;
+pub mod mount;
+pub mod umount;

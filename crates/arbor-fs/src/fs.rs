@@ -1,0 +1,476 @@
+//! The filesystem handle: opening and creating, transactions, inode attributes and
+//! open-file bookkeeping. Directories live in `dir.rs`, file data in `file.rs`,
+//! extended attributes and ACLs in `xattr.rs` and `acl.rs`.
+//!
+//! Concurrency: the engine sits behind a read-write lock. Lookups and attribute reads
+//! share it; changes take it exclusively. Reads of file data look up their extents
+//! under the shared lock, then read and verify the blocks after letting it go; the
+//! `reuse_gate` keeps blocks freed by a commit from being reused while such a read is
+//! in flight.
+
+use crate::error::{FsError, Result};
+use crate::items::{
+    FsDataRefs, INFO_OBJECTID, Inode, NAME_MAX, ORPHAN_OBJECTID, ROOT_INO, S_IFDIR, S_IFMT,
+    S_ISGID, S_ISUID, S_IXGRP, Time, key, ty,
+};
+use arbor_engine::storage::Storage;
+use arbor_engine::{Config, Engine, Key, MkfsOptions};
+use rustc_hash::FxHashMap as HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The subvolume tree the filesystem lives in (btrfs's FS_TREE).
+pub const FS_TREE: u64 = 5;
+/// Largest file size.
+pub const MAX_FILE_SIZE: u64 = 1 << 60;
+/// Most links to one inode.
+pub const MAX_LINKS: u32 = 65_000;
+
+/// How to open a filesystem.
+#[derive(Clone, Debug, Default)]
+pub struct FsOptions {
+    pub read_only: bool,
+}
+
+/// Who is asking: the caller's credentials, for new inodes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    /// The umask to apply when the parent directory has no default ACL.
+    pub umask: u32,
+}
+
+/// A time to set with `setattr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetTime {
+    Now,
+    At(Time),
+}
+
+/// The attributes `setattr` changes; `None` leaves one alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub ctime: Option<Time>,
+    pub crtime: Option<Time>,
+    /// Clear set-user-ID, and set-group-ID if group-executable (a write by someone
+    /// other than root, or a chown).
+    pub kill_suid: bool,
+}
+
+/// What `statfs` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_avail: u64,
+    pub files: u64,
+    pub files_free: u64,
+    pub name_max: u32,
+}
+
+/// Per-transaction state.
+pub(crate) struct Txn<'a> {
+    pub e: &'a mut Engine,
+    pub tree: u64,
+    pub now: Time,
+}
+
+/// A mounted filesystem, independent of FUSE.
+#[derive(Debug)]
+pub struct Fs {
+    pub(crate) engine: RwLock<Engine>,
+    pub(crate) tree: u64,
+    /// Held shared by data reads in flight; taken exclusively before freed blocks are
+    /// released for reuse.
+    pub(crate) reuse_gate: RwLock<()>,
+    /// Open handles per inode; an unlinked inode lives until its count drops to zero.
+    open: Mutex<HashMap<u64, u32>>,
+    pub(crate) read_only: bool,
+}
+
+fn engine_config(read_only: bool) -> Config {
+    Config {
+        read_only,
+        data_refs: Some(Arc::new(FsDataRefs)),
+        hold_freed: true,
+        ..Config::default()
+    }
+}
+
+impl Fs {
+    /// Makes a new, empty filesystem on `storage`; returns the engine, committed.
+    pub fn mkfs(storage: Arc<dyn Storage>, opts: &MkfsOptions) -> Result<Engine> {
+        let mut e = Engine::create(storage, opts, engine_config(false))?;
+        e.create_tree(FS_TREE)?;
+        let now = Time::now();
+        let root = Inode {
+            ino: ROOT_INO,
+            mode: S_IFDIR | 0o755,
+            nlink: 2,
+            generation: e.committed_generation() + 1,
+            seq: crate::items::FIRST_DIR_INDEX,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            ..Default::default()
+        };
+        e.insert(FS_TREE, key(ROOT_INO, ty::INODE_ITEM, 0), &root.encode())?;
+        e.insert(
+            FS_TREE,
+            key(INFO_OBJECTID, ty::FS_INFO, 0),
+            &(ROOT_INO + 1).to_le_bytes(),
+        )?;
+        e.commit()?;
+        Ok(e)
+    }
+
+    /// Opens the filesystem on `storage`. A writable open first frees the inodes that
+    /// were unlinked while open when the last session ended.
+    pub fn open(storage: Arc<dyn Storage>, opts: &FsOptions) -> Result<Self> {
+        let e = Engine::open(storage, engine_config(opts.read_only))?;
+        if !e.tree_exists(FS_TREE) {
+            return Err(FsError::Invalid(
+                "the image holds no filesystem tree (made by an older `arbor mkfs`?)".into(),
+            ));
+        }
+        let fs = Fs {
+            engine: RwLock::new(e),
+            tree: FS_TREE,
+            reuse_gate: RwLock::new(()),
+            open: Mutex::new(HashMap::default()),
+            read_only: opts.read_only,
+        };
+        if !opts.read_only {
+            fs.reap_orphans()?;
+        }
+        Ok(fs)
+    }
+
+    // ---- locks -------------------------------------------------------------------
+
+    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Engine>> {
+        self.engine
+            .read()
+            .map_err(|_| FsError::Invalid("engine lock poisoned by a panic".into()))
+    }
+
+    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, Engine>> {
+        if self.read_only {
+            return Err(FsError::Engine(arbor_engine::Error::ReadOnly));
+        }
+        self.engine
+            .write()
+            .map_err(|_| FsError::Invalid("engine lock poisoned by a panic".into()))
+    }
+
+    fn open_counts(&self) -> MutexGuard<'_, HashMap<u64, u32>> {
+        match self.open.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Runs `f` as one change. If it fails for lack of space while freed space waits
+    /// for a commit, commits and tries once more.
+    pub(crate) fn change<T>(&self, mut f: impl FnMut(&mut Txn<'_>) -> Result<T>) -> Result<T> {
+        let mut e = self.write()?;
+        let mut t = Txn {
+            e: &mut e,
+            tree: self.tree,
+            now: Time::now(),
+        };
+        match f(&mut t) {
+            Err(FsError::Engine(arbor_engine::Error::NoSpace { .. }))
+                if t.e.space().pinned_bytes > 0 =>
+            {
+                self.commit_locked(t.e)?;
+                f(&mut t)
+            }
+            r => r,
+        }
+    }
+
+    // ---- durability --------------------------------------------------------------
+
+    /// Makes everything durable (fsync, fdatasync, syncfs and the periodic commit).
+    pub fn sync(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let mut e = self.write()?;
+        self.commit_locked(&mut e)
+    }
+
+    /// True if there are changes that a commit would make durable.
+    pub fn has_changes(&self) -> bool {
+        self.engine.read().is_ok_and(|e| e.has_changes())
+    }
+
+    fn commit_locked(&self, e: &mut Engine) -> Result<()> {
+        e.commit()?;
+        // Wait for data reads that looked up their blocks before this commit.
+        let _gate = self
+            .reuse_gate
+            .write()
+            .map_err(|_| FsError::Invalid("reuse gate poisoned".into()))?;
+        e.release_freed();
+        Ok(())
+    }
+
+    // ---- inodes ------------------------------------------------------------------
+
+    pub(crate) fn get_inode(e: &Engine, tree: u64, ino: u64) -> Result<Inode> {
+        match e.get(tree, key(ino, ty::INODE_ITEM, 0))? {
+            Some(v) => Inode::decode(ino, &v),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// An inode's attributes.
+    pub fn getattr(&self, ino: u64) -> Result<Inode> {
+        let e = self.read()?;
+        Self::get_inode(&e, self.tree, ino)
+    }
+
+    /// Changes attributes, truncating or extending the file for `size`.
+    pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Inode> {
+        self.change(|t| {
+            let mut inode = t.inode(ino)?;
+            if let Some(size) = set.size {
+                if inode.is_dir() {
+                    return Err(FsError::IsDir);
+                }
+                if size > MAX_FILE_SIZE {
+                    return Err(FsError::FileTooBig);
+                }
+                t.truncate(&mut inode, size)?;
+                inode.mtime = t.now;
+                inode.ctime = t.now;
+            }
+            if let Some(mode) = set.mode {
+                inode.mode = (inode.mode & S_IFMT) | (mode & !S_IFMT);
+                inode.ctime = t.now;
+                t.acl_chmod(&inode)?;
+            }
+            if set.uid.is_some() || set.gid.is_some() {
+                inode.uid = set.uid.unwrap_or(inode.uid);
+                inode.gid = set.gid.unwrap_or(inode.gid);
+                inode.ctime = t.now;
+            }
+            if set.kill_suid && !inode.is_dir() {
+                inode.mode &= !S_ISUID;
+                if inode.mode & S_IXGRP != 0 {
+                    inode.mode &= !S_ISGID;
+                }
+                inode.ctime = t.now;
+            }
+            for (field, value) in [(&mut inode.atime, set.atime), (&mut inode.mtime, set.mtime)] {
+                match value {
+                    Some(SetTime::Now) => *field = t.now,
+                    Some(SetTime::At(at)) => *field = at,
+                    None => {}
+                }
+            }
+            if set.atime.is_some() || set.mtime.is_some() {
+                inode.ctime = t.now;
+            }
+            if let Some(c) = set.ctime {
+                inode.ctime = c;
+            }
+            if let Some(c) = set.crtime {
+                inode.crtime = c;
+            }
+            t.put_inode(&inode)?;
+            Ok(inode)
+        })
+    }
+
+    /// Notes an open handle on `ino`.
+    pub fn open_inode(&self, ino: u64) -> Result<Inode> {
+        let e = self.read()?;
+        let inode = Self::get_inode(&e, self.tree, ino)?;
+        *self.open_counts().entry(ino).or_insert(0) += 1;
+        Ok(inode)
+    }
+
+    /// Drops an open handle; an unlinked inode whose last handle this was is freed.
+    pub fn release_inode(&self, ino: u64) -> Result<()> {
+        let mut e = if self.read_only {
+            None
+        } else {
+            Some(self.write()?)
+        };
+        let last = {
+            let mut open = self.open_counts();
+            match open.get_mut(&ino) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    open.remove(&ino);
+                    true
+                }
+                None => false,
+            }
+        };
+        if let (true, Some(e)) = (last, e.as_mut()) {
+            let mut t = Txn {
+                e,
+                tree: self.tree,
+                now: Time::now(),
+            };
+            match t.inode(ino) {
+                Ok(inode) if inode.nlink == 0 => {
+                    t.e.reserve(t.tree, 8, 0)?;
+                    t.delete_inode(&inode)?;
+                    t.e.delete(t.tree, key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, ino))?;
+                }
+                Ok(_) | Err(FsError::NotFound) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_open(&self, ino: u64) -> bool {
+        self.open_counts().get(&ino).is_some_and(|&n| n > 0)
+    }
+
+    /// Frees inodes left unlinked-but-open by an earlier session.
+    fn reap_orphans(&self) -> Result<()> {
+        let orphans: Vec<u64> = {
+            let e = self.read()?;
+            let lo = key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, 0);
+            let hi = key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, u64::MAX);
+            e.range(self.tree, lo..=hi)?
+                .map(|r| r.map(|(k, _)| k.offset))
+                .collect::<std::result::Result<_, _>>()?
+        };
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        self.change(|t| {
+            for &ino in &orphans {
+                match t.inode(ino) {
+                    Ok(inode) if inode.nlink == 0 => t.delete_inode(&inode)?,
+                    Ok(_) | Err(FsError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+                t.e.delete(t.tree, key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, ino))?;
+            }
+            Ok(())
+        })?;
+        tracing::info!("freed {} orphan inodes", orphans.len());
+        self.sync()
+    }
+
+    /// Space and inode counts.
+    pub fn statfs(&self) -> Result<StatFs> {
+        let e = self.read()?;
+        let s = e.space();
+        let bs = crate::items::BLOCK;
+        let free = s.free_bytes / bs;
+        let inodes_used = e
+            .get(self.tree, key(INFO_OBJECTID, ty::FS_INFO, 0))?
+            .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+            .map_or(0, u64::from_le_bytes)
+            .saturating_sub(ROOT_INO);
+        // Each new inode takes a fraction of a node; report what fits in free space.
+        let files_free = s.free_bytes / 256;
+        Ok(StatFs {
+            block_size: bs as u32,
+            blocks: s.total_bytes / bs,
+            blocks_free: free,
+            blocks_avail: free,
+            files: inodes_used + files_free,
+            files_free,
+            name_max: NAME_MAX as u32,
+        })
+    }
+
+    /// The engine's generation of the last commit.
+    pub fn committed_generation(&self) -> u64 {
+        self.engine.read().map_or(0, |e| e.committed_generation())
+    }
+}
+
+impl Txn<'_> {
+    pub(crate) fn inode(&self, ino: u64) -> Result<Inode> {
+        Fs::get_inode(self.e, self.tree, ino)
+    }
+
+    pub(crate) fn put_inode(&mut self, inode: &Inode) -> Result<()> {
+        self.e.insert(
+            self.tree,
+            key(inode.ino, ty::INODE_ITEM, 0),
+            &inode.encode(),
+        )?;
+        Ok(())
+    }
+
+    /// Hands out the next inode number.
+    pub(crate) fn next_ino(&mut self) -> Result<u64> {
+        let k = key(INFO_OBJECTID, ty::FS_INFO, 0);
+        let v = self.e.get(self.tree, k)?.unwrap_or_default();
+        let next = v
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| crate::error::corrupt(INFO_OBJECTID, k, "missing or short"))?;
+        let after = next
+            .checked_add(1)
+            .ok_or(FsError::Invalid("inode numbers exhausted".into()))?;
+        self.e.insert(self.tree, k, &after.to_le_bytes())?;
+        Ok(next)
+    }
+
+    /// Removes every item of an inode and drops its data extents.
+    pub(crate) fn delete_inode(&mut self, inode: &Inode) -> Result<()> {
+        let lo = Key::new(inode.ino, 0, 0);
+        let hi = Key::new(inode.ino, u8::MAX, u64::MAX);
+        let items: Vec<(Key, Vec<u8>)> = self
+            .e
+            .range(self.tree, lo..=hi)?
+            .collect::<std::result::Result<_, _>>()?;
+        for (k, v) in items {
+            if k.ty == ty::EXTENT_DATA {
+                let fe = crate::items::FileExtent::decode(inode.ino, k, &v)?;
+                if !matches!(fe.kind, crate::items::ExtentKind::Inline(_)) {
+                    self.e.data_ref(fe.disk_bytenr, fe.disk_len, -1)?;
+                }
+            }
+            self.e.delete(self.tree, k)?;
+        }
+        Ok(())
+    }
+
+    /// The inode has lost its last link: free it now, or record it as an orphan to be
+    /// freed at the last close (or at the next mount, after a crash).
+    pub(crate) fn drop_link(&mut self, fs: &Fs, inode: &mut Inode) -> Result<()> {
+        inode.nlink = inode.nlink.saturating_sub(1);
+        inode.ctime = self.now;
+        if inode.nlink > 0 {
+            return self.put_inode(inode);
+        }
+        if fs.is_open(inode.ino) {
+            self.put_inode(inode)?;
+            self.e.insert(
+                self.tree,
+                key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, inode.ino),
+                &[],
+            )?;
+            Ok(())
+        } else {
+            self.delete_inode(inode)
+        }
+    }
+}

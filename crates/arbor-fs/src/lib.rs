@@ -1,0 +1,20 @@
+//! arbor's filesystem model on the storage engine: inodes with nanosecond times,
+//! directories with a name-hash index and a sequence index, file data in checksummed
+//! copy-on-write extents (small files inline), symlinks, hard links, special files,
+//! extended attributes and POSIX ACLs. It knows nothing of FUSE: the adapter maps
+//! requests onto [`Fs`] and its errors onto errnos.
+
+mod acl;
+mod dir;
+mod error;
+mod file;
+mod fs;
+pub mod items;
+mod xattr;
+
+pub use dir::{ReadDirEntry, RenameFlags, dir_item_key};
+pub use error::{FsError, Result};
+pub use file::{FallocMode, MAX_EXTENT};
+pub use fs::{Caller, FS_TREE, Fs, FsOptions, MAX_FILE_SIZE, SetAttr, SetTime, StatFs};
+pub use items::{FsDataRefs, Inode, ROOT_INO, Time};
+pub use xattr::XattrFlags;

@@ -1,0 +1,155 @@
+//! Extended attributes in every namespace (`user.`, `trusted.`, `security.`, and the
+//! POSIX ACLs under `system.`), stored in `XATTR_ITEM`s keyed by the name's hash.
+
+use crate::acl;
+use crate::error::{FsError, Result};
+use crate::fs::{Fs, Txn};
+use crate::items::{decode_xattrs, encode_xattrs, key, name_hash, ty};
+
+/// How `setxattr` treats an existing attribute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XattrFlags {
+    /// Fail with EEXIST if it exists.
+    pub create: bool,
+    /// Fail with ENODATA if it does not.
+    pub replace: bool,
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(FsError::Range);
+    }
+    let known = [&b"user."[..], b"trusted.", b"security."]
+        .iter()
+        .any(|p| name.starts_with(p) && name.len() > p.len())
+        || name == acl::ACCESS
+        || name == acl::DEFAULT;
+    if !known {
+        return Err(FsError::NotSupported("unknown xattr namespace"));
+    }
+    Ok(())
+}
+
+impl Fs {
+    /// Sets an attribute.
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        check_name(name)?;
+        if name == acl::ACCESS || name == acl::DEFAULT {
+            acl::validate(value)?;
+        }
+        self.change(|t| {
+            t.e.reserve(t.tree, 3, 0)?;
+            let mut inode = t.inode(ino)?;
+            if name == acl::DEFAULT && !inode.is_dir() {
+                return Err(FsError::Invalid("default ACL on a non-directory".into()));
+            }
+            let exists = t.get_xattr(ino, name)?.is_some();
+            if flags.create && exists {
+                return Err(FsError::Exists);
+            }
+            if flags.replace && !exists {
+                return Err(FsError::NoAttr);
+            }
+            t.set_xattr_raw(ino, name, value)?;
+            if name == acl::ACCESS {
+                inode.mode = (inode.mode & !0o777) | acl::mode_of(value)?;
+            }
+            inode.ctime = t.now;
+            t.put_inode(&inode)
+        })
+    }
+
+    /// An attribute's value.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(FsError::Range);
+        }
+        let e = self.read()?;
+        Self::get_inode(&e, self.tree, ino)?;
+        let k = key(ino, ty::XATTR_ITEM, name_hash(name));
+        let Some(v) = e.get(self.tree, k)? else {
+            return Err(FsError::NoAttr);
+        };
+        decode_xattrs(ino, k, &v)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or(FsError::NoAttr)
+    }
+
+    /// Every attribute name.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let e = self.read()?;
+        Self::get_inode(&e, self.tree, ino)?;
+        let lo = key(ino, ty::XATTR_ITEM, 0);
+        let hi = key(ino, ty::XATTR_ITEM, u64::MAX);
+        let mut names = Vec::new();
+        for item in e.range(self.tree, lo..=hi)? {
+            let (k, v) = item?;
+            names.extend(decode_xattrs(ino, k, &v)?.into_iter().map(|(n, _)| n));
+        }
+        Ok(names)
+    }
+
+    /// Removes an attribute.
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        check_name(name)?;
+        self.change(|t| {
+            t.e.reserve(t.tree, 3, 0)?;
+            let mut inode = t.inode(ino)?;
+            if !t.remove_xattr_raw(ino, name)? {
+                return Err(FsError::NoAttr);
+            }
+            inode.ctime = t.now;
+            t.put_inode(&inode)
+        })
+    }
+}
+
+impl Txn<'_> {
+    pub(crate) fn get_xattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        let k = key(ino, ty::XATTR_ITEM, name_hash(name));
+        let Some(v) = self.e.get(self.tree, k)? else {
+            return Ok(None);
+        };
+        Ok(decode_xattrs(ino, k, &v)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v))
+    }
+
+    pub(crate) fn set_xattr_raw(&mut self, ino: u64, name: &[u8], value: &[u8]) -> Result<()> {
+        let k = key(ino, ty::XATTR_ITEM, name_hash(name));
+        let mut list = match self.e.get(self.tree, k)? {
+            Some(v) => decode_xattrs(ino, k, &v)?,
+            None => Vec::new(),
+        };
+        list.retain(|(n, _)| n != name);
+        list.push((name.to_vec(), value.to_vec()));
+        let bytes = encode_xattrs(&list);
+        if bytes.len() > self.e.max_value_size() {
+            return Err(FsError::TooBig(value.len()));
+        }
+        self.e.insert(self.tree, k, &bytes)?;
+        Ok(())
+    }
+
+    fn remove_xattr_raw(&mut self, ino: u64, name: &[u8]) -> Result<bool> {
+        let k = key(ino, ty::XATTR_ITEM, name_hash(name));
+        let Some(v) = self.e.get(self.tree, k)? else {
+            return Ok(false);
+        };
+        let mut list = decode_xattrs(ino, k, &v)?;
+        let before = list.len();
+        list.retain(|(n, _)| n != name);
+        if list.len() == before {
+            return Ok(false);
+        }
+        if list.is_empty() {
+            self.e.delete(self.tree, k)?;
+        } else {
+            self.e.insert(self.tree, k, &encode_xattrs(&list))?;
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,609 @@
+//! fuser's `Filesystem` trait, mapped onto [`arbor_fs::Fs`]. Every request is served
+//! on the worker thread that received it; the filesystem does its own locking.
+
+use crate::attr::{dtype_to_file_type, file_attr, from_system_time, to_ino, to_node};
+use crate::errno::errno;
+use arbor_fs::{Caller, FallocMode, Fs, FsError, RenameFlags, SetAttr, SetTime, XattrFlags};
+use fuser::{
+    Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The FUSE face of a filesystem.
+#[derive(Debug)]
+pub struct Adapter {
+    pub(crate) fs: Arc<Fs>,
+    /// How long the kernel may cache attributes and entries. The daemon is the only
+    /// writer, and the kernel invalidates what its own requests change.
+    pub(crate) ttl: Duration,
+    pub(crate) read_only: bool,
+}
+
+fn caller(req: &Request, umask: u32) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        umask,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(s) => SetTime::At(from_system_time(s)),
+    })
+}
+
+impl Adapter {
+    fn entry(&self, r: Result<arbor_fs::Inode, FsError>, reply: ReplyEntry) {
+        match r {
+            Ok(i) => reply.entry(&self.ttl, &file_attr(&i), Generation(i.generation)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn empty(r: Result<(), FsError>, reply: ReplyEmpty) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn ro(&self) -> Result<(), FsError> {
+        if self.read_only {
+            Err(FsError::Engine(arbor_engine::Error::ReadOnly))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl fuser::Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, kc: &mut KernelConfig) -> std::io::Result<()> {
+        let einval = |_| std::io::Error::from_raw_os_error(libc::EINVAL);
+        kc.set_max_write(1 << 20).map_err(einval)?;
+        if let Err(nearest) = kc.set_max_readahead(1 << 20) {
+            let _ = kc.set_max_readahead(nearest);
+        }
+        let _ = kc.set_time_granularity(Duration::from_nanos(1));
+        let wanted = InitFlags::FUSE_WRITEBACK_CACHE
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_ASYNC_DIO;
+        let wanted = if self.read_only {
+            wanted - InitFlags::FUSE_WRITEBACK_CACHE
+        } else {
+            wanted
+        };
+        if let Err(missing) = kc.add_capabilities(wanted) {
+            tracing::warn!("the kernel lacks FUSE capabilities {missing:?}");
+            let _ = kc.add_capabilities(wanted - missing);
+        }
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.fs.sync() {
+            tracing::error!("final commit failed: {e}");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(self.fs.lookup(to_ino(parent), name.as_bytes()), reply);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(to_ino(ino)) {
+            Ok(i) => reply.attr(&self.ttl, &file_attr(&i)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+            ctime: ctime.map(from_system_time),
+            crtime: crtime.map(from_system_time),
+            kill_suid: false,
+        };
+        match self.ro().and_then(|()| self.fs.setattr(to_ino(ino), &set)) {
+            Ok(i) => reply.attr(&self.ttl, &file_attr(&i)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(to_ino(ino)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.ro().and_then(|()| {
+            self.fs.create(
+                to_ino(parent),
+                name.as_bytes(),
+                mode,
+                u64::from(rdev),
+                caller(req, umask),
+                None,
+            )
+        });
+        self.entry(r, reply);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.ro().and_then(|()| {
+            self.fs.create(
+                to_ino(parent),
+                name.as_bytes(),
+                libc::S_IFDIR | (mode & 0o7777),
+                0,
+                caller(req, umask),
+                None,
+            )
+        });
+        self.entry(r, reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::empty(
+            self.ro()
+                .and_then(|()| self.fs.unlink(to_ino(parent), name.as_bytes())),
+            reply,
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::empty(
+            self.ro()
+                .and_then(|()| self.fs.rmdir(to_ino(parent), name.as_bytes())),
+            reply,
+        );
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.ro().and_then(|()| {
+            self.fs.create(
+                to_ino(parent),
+                link_name.as_bytes(),
+                libc::S_IFLNK | 0o777,
+                0,
+                caller(req, 0),
+                Some(target.as_os_str().as_bytes()),
+            )
+        });
+        self.entry(r, reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(fuser::RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::from_i32(libc::EINVAL));
+        }
+        let f = RenameFlags {
+            noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
+        };
+        let r = self.ro().and_then(|()| {
+            self.fs.rename(
+                to_ino(parent),
+                name.as_bytes(),
+                to_ino(newparent),
+                newname.as_bytes(),
+                f,
+            )
+        });
+        Self::empty(r, reply);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = self.ro().and_then(|()| {
+            self.fs
+                .link(to_ino(ino), to_ino(newparent), newname.as_bytes())
+        });
+        self.entry(r, reply);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if writes && self.read_only {
+            return reply.error(Errno::from_i32(libc::EROFS));
+        }
+        match self.fs.open_inode(to_ino(ino)) {
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read_file(to_ino(ino), offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self
+            .ro()
+            .and_then(|()| self.fs.write_file(to_ino(ino), offset, data, kill))
+        {
+            Ok(_) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::empty(self.fs.release_inode(to_ino(ino)), reply);
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::empty(self.fs.sync(), reply);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open_inode(to_ino(ino)) {
+            Ok(i) if i.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => {
+                let _ = self.fs.release_inode(to_ino(ino));
+                reply.error(Errno::from_i32(libc::ENOTDIR));
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(to_ino(ino), offset, 256) {
+            Ok(list) => {
+                for d in list {
+                    if reply.add(
+                        to_node(d.ino),
+                        d.next,
+                        dtype_to_file_type(d.dtype),
+                        OsStr::from_bytes(&d.name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.fs.readdir(to_ino(ino), offset, 128) {
+            Ok(list) => {
+                for d in list {
+                    let attr = match self.fs.getattr(d.ino) {
+                        Ok(a) => a,
+                        Err(e) => return reply.error(errno(&e)),
+                    };
+                    let full = reply.add(
+                        to_node(d.ino),
+                        d.next,
+                        OsStr::from_bytes(&d.name),
+                        &self.ttl,
+                        &file_attr(&attr),
+                        Generation(attr.generation),
+                    );
+                    if full {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        Self::empty(self.fs.release_inode(to_ino(ino)), reply);
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::empty(self.fs.sync(), reply);
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.blocks_free,
+                s.blocks_avail,
+                s.files,
+                s.files_free,
+                s.block_size,
+                s.name_max,
+                s.block_size,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let f = XattrFlags {
+            create: flags & libc::XATTR_CREATE != 0,
+            replace: flags & libc::XATTR_REPLACE != 0,
+        };
+        let r = self
+            .ro()
+            .and_then(|()| self.fs.setxattr(to_ino(ino), name.as_bytes(), value, f));
+        Self::empty(r, reply);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(to_ino(ino), name.as_bytes()) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() <= size as usize => reply.data(&v),
+            Ok(_) => reply.error(Errno::from_i32(libc::ERANGE)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(to_ino(ino)) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32);
+                } else if buf.len() <= size as usize {
+                    reply.data(&buf);
+                } else {
+                    reply.error(Errno::from_i32(libc::ERANGE));
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self
+            .ro()
+            .and_then(|()| self.fs.removexattr(to_ino(ino), name.as_bytes()));
+        Self::empty(r, reply);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self.ro().and_then(|()| {
+            let i = self.fs.create(
+                to_ino(parent),
+                name.as_bytes(),
+                libc::S_IFREG | (mode & 0o7777),
+                0,
+                caller(req, umask),
+                None,
+            )?;
+            self.fs.open_inode(i.ino)
+        });
+        match r {
+            Ok(i) => reply.created(
+                &self.ttl,
+                &file_attr(&i),
+                Generation(i.generation),
+                FileHandle(0),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let known =
+            libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        if mode & !known != 0 {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        let m = FallocMode {
+            keep_size: mode & libc::FALLOC_FL_KEEP_SIZE != 0,
+            punch_hole: mode & libc::FALLOC_FL_PUNCH_HOLE != 0,
+            zero_range: mode & libc::FALLOC_FL_ZERO_RANGE != 0,
+        };
+        let r = self
+            .ro()
+            .and_then(|()| self.fs.fallocate(to_ino(ino), offset, length, m));
+        Self::empty(r.map(|_| ()), reply);
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return reply.error(Errno::from_i32(libc::EINVAL)),
+        };
+        let Ok(off) = u64::try_from(offset) else {
+            return reply.error(Errno::from_i32(libc::ENXIO));
+        };
+        match self.fs.seek(to_ino(ino), off, data) {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}

@@ -1,0 +1,596 @@
+#!/usr/bin/env bash
+# Benchmarks the arbor filesystem (FUSE) against btrfs, side by side in one run on the
+# same machine, and writes the ratios into BENCHMARKS.md (between the fs-bench markers).
+#
+# Usage (as root, from anywhere in the repository):
+#   scripts/bench-fs.sh                   # the published run: 3 repetitions, ~5-10 min
+#   scripts/bench-fs.sh --quick           # CI smoke run: smaller sizes, 1 repetition
+#   ARBOR_STANDIN=btrfs scripts/bench-fs.sh --quick
+#                                         # a second btrfs plays arbor's role: checks the
+#                                         # harness itself (ratios should be ~1)
+#   scripts/bench-fs.sh --help            # every option
+#
+# Both filesystems live on sparse image files of the same size in one directory (default:
+# a fresh directory under /var/tmp), so they share the underlying disk: btrfs is made with
+# mkfs.btrfs defaults and mounted with `-o loop`; arbor with `arbor mkfs` and `arbor mount`.
+# Every repetition starts from freshly made filesystems, and the two take turns at every
+# workload (who goes first alternates between repetitions), so that machine noise hits both.
+#
+# Workloads, each timed by wall clock:
+#   seqwrite   SEQ MiB from a random file in /dev/shm, 1 MiB blocks, fsync (dd conv=fsync)
+#   seqread    that file back, 1 MiB blocks
+#   randread   fio psync 4 KiB random reads, RAND_IO MiB of a RAND_FILE MiB file
+#   randwrite  fio psync 4 KiB random writes, RAND_IO MiB into that file, then one fsync
+#   create     FILES files of FILE_SIZE bytes in DIRS directories (fsmeta), then syncfs
+#   stat       lstat of each of them
+#   unlink     unlink of each of them and their directories, then syncfs
+#   cptree     `cp -a` of a real source tree (staged in /dev/shm), then syncfs
+# Every timed phase starts cold, whatever ran before it on either filesystem: unmount
+# (arbor: and wait for the daemon to exit), sync, `echo 3 > /proc/sys/vm/drop_caches`
+# (the host page cache also holds the image files), mount again. For a FUSE filesystem a
+# remount is the only way to empty both the kernel's caches and the daemon's own.
+# "syncfs" is the per-filesystem sync_* function (`sync -f MOUNTPOINT`).
+#
+# Each filesystem is a set of shell functions (see "Filesystems under test" below):
+#   setup_KIND IMG MNT      make the filesystem on the (existing, sized) image and mount it
+#   teardown_KIND IMG MNT   unmount it, returning only when the image is no longer in use
+#   mount_KIND IMG MNT      mount an existing filesystem (setup's second half; remounts)
+#   sync_KIND MNT           make everything written so far durable
+# KIND is arbor, btrfs or ext4. The arbor role uses KIND=$ARBOR_STANDIN (default arbor).
+#
+# Environment:
+#   ARBOR_STANDIN=btrfs|ext4  let another filesystem play arbor's role (until arbor mounts)
+#   ARBOR_BIN=PATH            the arbor binary (default target/release/arbor, built here)
+#   ARBOR_MKFS_OPTS="..."     extra arguments of `arbor mkfs`
+#   ARBOR_MOUNT_OPTS="..."    extra arguments of `arbor mount`
+#   BTRFS_MOUNT_OPTS=OPTS     extra `-o` options of the btrfs mount (default none)
+#
+# Needs: bash >= 5, root, util-linux (mount, losetup, findmnt), btrfs-progs, fio,
+# coreutils, awk, cargo. Everything the run made (mounts, loop devices, images, the
+# staging directory in /dev/shm) is removed on exit, also after a failure or Ctrl-C.
+set -Eeuo pipefail
+export LC_ALL=C
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+die() {
+    echo "bench-fs: error: $*" >&2
+    exit 2
+}
+log() { echo "bench-fs: $*" >&2; }
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/bench-fs.sh [OPTIONS]      (as root)
+
+Options (defaults; with --quick in brackets):
+  --quick               small sizes and 1 repetition, for a CI smoke run (~1-2 min)
+  --reps N              repetitions of every workload, medians reported (3 [1])
+  --dir DIR             where the images go; a fresh subdirectory is made and removed
+                        (/var/tmp; must not be tmpfs)
+  --image-size SIZE     size of each sparse image, truncate(1) syntax (8G)
+  --seq-mib N           sequential file size in MiB (1024 [256])
+  --rand-file-mib N     random-I/O file size in MiB (1024 [256])
+  --rand-io-mib N       MiB read and written by each random workload, 4 KiB at a time (256 [32])
+  --files N             files of the metadata workload (100000 [20000])
+  --dirs N              directories they are spread over (10)
+  --file-size BYTES     bytes in each of those files (1024)
+  --tree DIR            source tree copied by cptree (~/.cargo/registry/src if present,
+                        else this repository without target/ and .git/)
+  --markdown FILE       write the results section into FILE (BENCHMARKS.md)
+  --no-markdown         only print the table
+  -h, --help            this text
+
+Environment: ARBOR_STANDIN=btrfs|ext4, ARBOR_BIN, ARBOR_MKFS_OPTS, ARBOR_MOUNT_OPTS,
+BTRFS_MOUNT_OPTS (see the header of this script).
+EOF
+}
+
+# --- options ------------------------------------------------------------------------------
+quick=0 reps="" base_dir=/var/tmp image_size=8G seq_mib="" rand_file_mib="" rand_io_mib=""
+files="" dirs=10 file_size=1024 tree_src="" markdown=BENCHMARKS.md
+orig_args=("$@")
+need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --quick) quick=1 ;;
+    --reps) need_arg "$@"; reps=$2; shift ;;
+    --dir) need_arg "$@"; base_dir=$2; shift ;;
+    --image-size) need_arg "$@"; image_size=$2; shift ;;
+    --seq-mib) need_arg "$@"; seq_mib=$2; shift ;;
+    --rand-file-mib) need_arg "$@"; rand_file_mib=$2; shift ;;
+    --rand-io-mib) need_arg "$@"; rand_io_mib=$2; shift ;;
+    --files) need_arg "$@"; files=$2; shift ;;
+    --dirs) need_arg "$@"; dirs=$2; shift ;;
+    --file-size) need_arg "$@"; file_size=$2; shift ;;
+    --tree) need_arg "$@"; tree_src=$2; shift ;;
+    --markdown) need_arg "$@"; markdown=$2; shift ;;
+    --no-markdown) markdown="" ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+done
+if [[ $quick = 1 ]]; then
+    : "${reps:=1}" "${seq_mib:=256}" "${rand_file_mib:=256}" "${rand_io_mib:=32}" "${files:=20000}"
+else
+    : "${reps:=3}" "${seq_mib:=1024}" "${rand_file_mib:=1024}" "${rand_io_mib:=256}" "${files:=100000}"
+fi
+for v in reps seq_mib rand_file_mib rand_io_mib files dirs file_size; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v//_/-} must be a whole number, not '${!v}'"
+done
+((reps >= 1 && seq_mib >= 1 && rand_file_mib >= 1 && files >= 1 && dirs >= 1)) ||
+    die "--reps, --seq-mib, --rand-file-mib, --files and --dirs must be at least 1"
+((rand_io_mib >= 1 && rand_io_mib <= rand_file_mib)) ||
+    die "--rand-io-mib must be between 1 and --rand-file-mib ($rand_file_mib)"
+
+arbor_kind=${ARBOR_STANDIN:-arbor}
+case "$arbor_kind" in
+arbor | btrfs | ext4) ;;
+*) die "ARBOR_STANDIN must be btrfs or ext4 (or unset for arbor itself), not '$arbor_kind'" ;;
+esac
+arbor_bin=${ARBOR_BIN:-$repo/target/release/arbor}
+fsmeta=$repo/target/release/fsmeta
+read -r -a arbor_mkfs_opts <<<"${ARBOR_MKFS_OPTS:-}"
+read -r -a arbor_mount_opts <<<"${ARBOR_MOUNT_OPTS:-}"
+btrfs_mount_opts=${BTRFS_MOUNT_OPTS:-}
+
+# --- preconditions ------------------------------------------------------------------------
+((BASH_VERSINFO[0] >= 5)) || die "needs bash >= 5 (for \$EPOCHREALTIME)"
+[[ $(id -u) -eq 0 ]] || die "must run as root (mount, loop devices, drop_caches)"
+missing=()
+for tool in mount umount mountpoint losetup findmnt truncate dd cmp cp sync awk df du find \
+    tar timeout realpath mkfs.btrfs fio cargo; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+[[ $arbor_kind = ext4 ]] && { command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(mkfs.ext4); }
+((${#missing[@]} == 0)) ||
+    die "missing tools: ${missing[*]} (Debian: apt-get install -y btrfs-progs fio util-linux e2fsprogs)"
+[[ -w /proc/sys/vm/drop_caches ]] || die "/proc/sys/vm/drop_caches is not writable"
+grep -qw btrfs /proc/filesystems || log "btrfs is not in /proc/filesystems yet; mount will try to load it"
+
+[[ -d $base_dir ]] || die "--dir $base_dir is not a directory"
+base_fs=$(findmnt -fno FSTYPE -T "$base_dir")
+case "$base_fs" in
+tmpfs | ramfs) die "--dir $base_dir is on $base_fs: the images would live in RAM; pick a disk (e.g. --dir /var/tmp)" ;;
+esac
+[[ $(findmnt -fno FSTYPE -T /dev/shm 2>/dev/null) = tmpfs ]] ||
+    die "/dev/shm is not a tmpfs: it holds the source data, which must come from memory"
+
+tree_src=${tree_src:-${CARGO_HOME:-$HOME/.cargo}/registry/src}
+tree_is_repo=0
+if [[ ! -d $tree_src ]] || [[ -z "$(ls -A "$tree_src" 2>/dev/null)" ]]; then
+    log "no source tree at $tree_src; copying this repository (without target/ and .git/) instead"
+    tree_src=$repo tree_is_repo=1
+fi
+
+src_mib=$((seq_mib > rand_file_mib ? seq_mib : rand_file_mib))
+# Peak use of each image: the larger data file plus the tree and the small files.
+tree_kib=$(du -sk --exclude="$repo/target" --exclude="$repo/.git" "$tree_src" | awk '{print $1}')
+need_disk_kib=$((2 * (src_mib * 1024 + tree_kib + files * 8 + 1024 * 1024)))
+avail_kib=$(df -Pk "$base_dir" | awk 'NR == 2 {print $4}')
+((avail_kib >= need_disk_kib)) ||
+    die "$base_dir has $((avail_kib >> 10)) MiB free, the run needs about $((need_disk_kib >> 10)) MiB"
+need_shm_kib=$((src_mib * 1024 + tree_kib + 65536))
+shm_kib=$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')
+((shm_kib >= need_shm_kib)) ||
+    die "/dev/shm has $((shm_kib >> 10)) MiB free, the source data needs about $((need_shm_kib >> 10)) MiB"
+
+# --- build --------------------------------------------------------------------------------
+log "building target/release/fsmeta (and arbor, unless a stand-in plays it or ARBOR_BIN is set)"
+cargo build --release --quiet -p arbor-bench --bin fsmeta
+if [[ $arbor_kind = arbor ]]; then
+    [[ -n ${ARBOR_BIN:-} ]] || cargo build --release --quiet -p arbor-cli
+    [[ -x $arbor_bin ]] || die "no arbor binary at $arbor_bin"
+    "$arbor_bin" mount --help >/dev/null 2>&1 ||
+        die "'$arbor_bin mount' does not exist yet; validate the harness with ARBOR_STANDIN=btrfs"
+fi
+
+# --- scratch space and cleanup ------------------------------------------------------------
+work=$(mktemp -d "$base_dir/arbor-bench-fs.XXXXXX")
+stage=$(mktemp -d /dev/shm/arbor-bench-fs.XXXXXX)
+roles=(arbor btrfs)
+declare -A kind=([arbor]=$arbor_kind [btrfs]=btrfs)
+declare -A img mnt
+for r in "${roles[@]}"; do
+    img[$r]=$work/$r.img
+    mnt[$r]=$work/$r.mnt
+done
+results=$work/results.tsv
+
+# Processes (an arbor daemon) that have the file $1 open.
+holders() {
+    local target pid fd
+    target=$(realpath -e -- "$1" 2>/dev/null) || return 0
+    for pid in /proc/[0-9]*; do
+        for fd in "$pid"/fd/*; do
+            if [[ $(readlink "$fd" 2>/dev/null) = "$target" ]]; then
+                echo "${pid#/proc/}"
+                break
+            fi
+        done
+    done
+}
+
+# Waits up to $2 seconds until no process has the image $1 open.
+wait_released() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        [[ -z "$(holders "$1")" ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+cleanup() {
+    local rc=$? r pids loopdev
+    set +e
+    trap - EXIT INT TERM
+    for r in "${roles[@]}"; do
+        if mountpoint -q "${mnt[$r]}" 2>/dev/null; then
+            log "cleanup: unmounting ${mnt[$r]}"
+            timeout 120 umount "${mnt[$r]}" || umount -l "${mnt[$r]}"
+        fi
+        if [[ -e ${img[$r]} ]] && ! wait_released "${img[$r]}" 60; then
+            # Only our own daemons have our fresh image open.
+            pids=$(holders "${img[$r]}" | tr '\n' ' ')
+            log "cleanup: processes $pids still hold ${img[$r]}; sending TERM"
+            # shellcheck disable=SC2086 # a list of pids
+            kill $pids
+            wait_released "${img[$r]}" 30 || log "cleanup: $pids did not exit"
+        fi
+        for loopdev in $(losetup -j "${img[$r]}" -O NAME -n 2>/dev/null); do
+            losetup -d "$loopdev"
+        done
+    done
+    if findmnt -rno TARGET | grep -q "^$work/"; then
+        log "cleanup: something is still mounted under $work; leaving it in place"
+    else
+        rm -rf "$work"
+    fi
+    rm -rf "$stage"
+    exit "$rc"
+}
+trap cleanup EXIT
+on_err() { log "failed with exit code $1 at line $2, in: ${FUNCNAME[*]:1}; cleaning up"; }
+trap 'on_err $? $LINENO' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- filesystems under test ---------------------------------------------------------------
+# To benchmark another filesystem, add setup_/mount_/teardown_/sync_ functions for it.
+
+setup_btrfs() {
+    truncate -s "$image_size" "$1"
+    mkfs.btrfs -f -q "$1" >/dev/null
+    mount_btrfs "$@"
+}
+mount_btrfs() { mount -t btrfs -o "loop${btrfs_mount_opts:+,$btrfs_mount_opts}" "$1" "$2"; }
+teardown_btrfs() { umount "$2"; } # the loop device (autoclear) goes with the mount
+sync_btrfs() { sync -f "$1"; }
+
+setup_ext4() {
+    truncate -s "$image_size" "$1"
+    # Inode tables written now, not by a background thread during the measurements.
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1"
+    mount_ext4 "$@"
+}
+mount_ext4() { mount -t ext4 -o loop "$1" "$2"; }
+teardown_ext4() { umount "$2"; }
+sync_ext4() { sync -f "$1"; }
+
+setup_arbor() {
+    truncate -s "$image_size" "$1"
+    "$arbor_bin" mkfs "${arbor_mkfs_opts[@]}" "$1" >/dev/null
+    mount_arbor "$@"
+}
+mount_arbor() {
+    "$arbor_bin" mount "${arbor_mount_opts[@]}" "$1" "$2"
+    mountpoint -q "$2" || die "arbor mount returned but $2 is not a mountpoint"
+}
+teardown_arbor() {
+    # A FUSE umount returns before the daemon has committed and exited; wait for it, so
+    # that the next mount (or the cleanup) never finds the image still in use.
+    "$arbor_bin" umount "$2" 2>/dev/null || umount "$2"
+    wait_released "$1" 300 || die "the arbor daemon still holds $1 300 s after umount"
+}
+# Caution: the fuser crate has no FUSE_SYNCFS, so syncfs on the mount only flushes the
+# kernel's dirty pages to the daemon. When arbor has a way to make a sync durable (syncfs
+# support, an `arbor sync`, or a commit on fsync of the root), call it here.
+sync_arbor() { sync -f "$1"; }
+
+# Dispatch on a role: fs ROLE ACTION.
+fs() {
+    local role=$1 action=$2 k=${kind[$1]}
+    case "$action" in
+    setup | mount | teardown) "${action}_$k" "${img[$role]}" "${mnt[$role]}" ;;
+    sync) "sync_$k" "${mnt[$role]}" ;;
+    esac
+}
+
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+
+# Unmounts and mounts ROLE again with every cache (its own, the host's of its image) empty.
+# Every timed phase starts with this, so that its cache state does not depend on what ran
+# before it (drop_caches is global: it also empties the other filesystem's caches).
+cold() {
+    fs "$1" teardown
+    drop_caches
+    fs "$1" mount
+}
+
+# --- timing and results -------------------------------------------------------------------
+elapsed=0
+# Runs the command, leaving its wall-clock time in seconds in $elapsed.
+timed() {
+    local t0=$EPOCHREALTIME t1
+    "$@"
+    t1=$EPOCHREALTIME
+    elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')
+}
+
+rep=0
+# record WORKLOAD ROLE AMOUNT UNIT: one measurement, AMOUNT units done in $elapsed s.
+record() {
+    printf '%s\t%s\t%s\t%s\t%s\n' "$rep" "$1" "$2" "$elapsed" "$3" >>"$results"
+    awk -v w="$1" -v r="$2" -v k="${kind[$2]}" -v t="$elapsed" -v n="$3" -v u="$4" -v rep="$rep" \
+        'BEGIN { printf "bench-fs: run %d: %-9s %-6s (%s) %9.3f s  %12.1f %s\n", rep, w, r, k, t, n / t, u }' >&2
+}
+
+# --- workloads ----------------------------------------------------------------------------
+# Each takes a role; the caller alternates the roles.
+seq_bytes=$((seq_mib << 20))
+rand_ops=$((rand_io_mib * 256))
+
+wl_seqwrite() {
+    cold "$1"
+    timed dd if="$stage/random" of="${mnt[$1]}/seq" bs=1M count="$seq_mib" iflag=fullblock \
+        conv=fsync status=none
+    record seqwrite "$1" "$seq_mib" MiB/s
+}
+
+wl_seqread() {
+    cold "$1"
+    timed dd if="${mnt[$1]}/seq" of=/dev/null bs=1M status=none
+    record seqread "$1" "$seq_mib" MiB/s
+    cmp -s -n "$seq_bytes" "${mnt[$1]}/seq" "$stage/random" ||
+        die "$1: the file read back differs from what was written"
+    rm "${mnt[$1]}/seq"
+    fs "$1" sync
+}
+
+# fio, checking that it issued every I/O it was asked for.
+run_fio() {
+    local out=$work/fio.out issued
+    fio --output="$out" --filename="$1" "${@:2}" --bs=4k --ioengine=psync \
+        --size="${rand_file_mib}M" --io_size="${rand_io_mib}M" --allow_file_create=0 \
+        --randrepeat=1 --randseed=42 --invalidate=1 ||
+        { cat "$out" >&2; die "fio failed"; }
+    issued=$(grep -o 'issued rwts: total=[0-9]*,[0-9]*' "$out" | awk -F'[=,]' '{print $2 + $3}')
+    [[ $issued = "$rand_ops" ]] || { cat "$out" >&2; die "fio issued '$issued' I/Os, expected $rand_ops"; }
+}
+
+wl_randread() {
+    dd if="$stage/random" of="${mnt[$1]}/rand" bs=1M count="$rand_file_mib" iflag=fullblock \
+        conv=fsync status=none
+    cold "$1"
+    timed run_fio "${mnt[$1]}/rand" --name=randread --rw=randread
+    record randread "$1" "$rand_ops" IOPS
+}
+
+wl_randwrite() {
+    cold "$1"
+    timed run_fio "${mnt[$1]}/rand" --name=randwrite --rw=randwrite --end_fsync=1
+    record randwrite "$1" "$rand_ops" IOPS
+    rm "${mnt[$1]}/rand"
+    fs "$1" sync
+}
+
+meta() { "$fsmeta" "$1" --dir "$2/meta" --files "$files" --dirs "$dirs" --size "$file_size" >/dev/null; }
+create_and_sync() { meta create "${mnt[$1]}" && fs "$1" sync; }
+unlink_and_sync() { meta unlink "${mnt[$1]}" && fs "$1" sync; }
+
+wl_create() {
+    cold "$1"
+    timed create_and_sync "$1"
+    record create "$1" "$files" files/s
+}
+
+wl_stat() {
+    cold "$1"
+    timed meta stat "${mnt[$1]}"
+    record stat "$1" "$files" files/s
+}
+
+wl_unlink() {
+    cold "$1"
+    timed unlink_and_sync "$1"
+    record unlink "$1" "$files" files/s
+}
+
+copy_tree() { cp -a "$stage/tree" "${mnt[$1]}/tree" && fs "$1" sync; }
+
+wl_cptree() {
+    cold "$1"
+    timed copy_tree "$1"
+    record cptree "$1" "$tree_mib" MiB/s
+    local n
+    n=$(find "${mnt[$1]}/tree" | wc -l)
+    [[ $n = "$tree_entries" ]] || die "$1: the copied tree has $n entries, the source $tree_entries"
+    rm -rf "${mnt[$1]}/tree"
+    fs "$1" sync
+}
+
+workloads=(seqwrite seqread randread randwrite create stat unlink cptree)
+
+# --- staging ------------------------------------------------------------------------------
+log "images in $work ($base_fs), staging in $stage"
+log "staging ${src_mib} MiB of random data"
+head -c "$((src_mib << 20))" /dev/urandom >"$stage/random"
+log "staging the source tree from $tree_src"
+mkdir "$stage/tree"
+if [[ $tree_is_repo = 1 ]]; then
+    tar -C "$tree_src" --exclude=./target --exclude=./.git -cf - . | tar -C "$stage/tree" -xf -
+else
+    cp -a "$tree_src/." "$stage/tree/"
+fi
+tree_entries=$(find "$stage/tree" | wc -l)
+tree_files=$(find "$stage/tree" -type f | wc -l)
+tree_bytes=$(find "$stage/tree" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+tree_mib=$(awk -v b="$tree_bytes" 'BEGIN { printf "%.3f", b / 1048576 }')
+
+# --- the run ------------------------------------------------------------------------------
+started=$EPOCHREALTIME
+for ((rep = 1; rep <= reps; rep++)); do
+    order=("${roles[@]}")
+    ((rep % 2 == 0)) && order=("${roles[1]}" "${roles[0]}")
+    log "run $rep of $reps: ${order[*]}"
+    for r in "${order[@]}"; do
+        mkdir -p "${mnt[$r]}"
+        fs "$r" setup
+    done
+    btrfs_seen_opts=$(findmnt -fno OPTIONS "${mnt[btrfs]}")
+    for wl in "${workloads[@]}"; do
+        for r in "${order[@]}"; do
+            "wl_$wl" "$r"
+        done
+    done
+    for r in "${order[@]}"; do
+        fs "$r" teardown
+        rm -f "${img[$r]}"
+    done
+done
+total_s=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
+log "measured in ${total_s} s"
+
+# --- report -------------------------------------------------------------------------------
+fmt_mib() { awk -v m="$1" 'BEGIN { if (m >= 1024 && m % 1024 == 0) printf "%d GiB", m / 1024; else printf "%d MiB", m }'; }
+fmt_size() { awk -v b="$1" 'BEGIN { if (b >= 1024 && b % 1024 == 0) printf "%d KiB", b / 1024; else printf "%d B", b }'; }
+declare -A desc=(
+    [seqwrite]="sequential write, $(fmt_mib "$seq_mib") in 1 MiB blocks + fsync"
+    [seqread]="sequential read, $(fmt_mib "$seq_mib") in 1 MiB blocks"
+    [randread]="random read, 4 KiB × $rand_ops ($(fmt_mib "$rand_io_mib")) of a $(fmt_mib "$rand_file_mib") file"
+    [randwrite]="random write, 4 KiB × $rand_ops ($(fmt_mib "$rand_io_mib")) into that file + fsync"
+    [create]="create $files files of $(fmt_size "$file_size") in $dirs dirs + syncfs"
+    [stat]="stat $files files"
+    [unlink]="unlink $files files + syncfs"
+    [cptree]="\`cp -a\` of a source tree ($tree_files files, $(fmt_mib "${tree_mib%.*}")) + syncfs"
+)
+
+table() {
+    local wl unit target
+    echo "| workload | arbor (median) | btrfs (median) | arbor / btrfs | per-run ratios | target | verdict |"
+    echo "|---|--:|--:|--:|--:|--:|---|"
+    for wl in "${workloads[@]}"; do
+        case "$wl" in
+        seqwrite | seqread) unit=MiB/s target=0.7 ;;
+        randread | randwrite) unit=IOPS target="" ;;
+        create | stat | unlink) unit=files/s target=0.5 ;;
+        cptree) unit=MiB/s target=0.5 ;;
+        esac
+        awk -F'\t' -v wl="$wl" -v unit="$unit" -v target="$target" -v desc="${desc[$wl]}" '
+            function median(a, n,   i, j, t) {
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+                return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            }
+            function num(x) { return x >= 1000 ? sprintf("%.0f", x) : x >= 100 ? sprintf("%.0f", x) : x >= 10 ? sprintf("%.1f", x) : sprintf("%.2f", x) }
+            $2 == wl { rate[$3, $1] = $5 / $4; time[$3, $1] = $4; reps[$1] = 1 }
+            END {
+                na = nb = nr = 0
+                for (r in reps) {
+                    ra[++na] = rate["arbor", r]; ta[na] = time["arbor", r]
+                    rb[++nb] = rate["btrfs", r]; tb[nb] = time["btrfs", r]
+                    q[++nr] = rate["arbor", r] / rate["btrfs", r]
+                }
+                ma = median(ra, na); mb = median(rb, nb)
+                mta = median(ta, na); mtb = median(tb, nb)
+                ratio = ma / mb
+                lo = hi = q[1]
+                for (i = 2; i <= nr; i++) { if (q[i] < lo) lo = q[i]; if (q[i] > hi) hi = q[i] }
+                range = nr == 1 ? sprintf("%.2f", lo) : sprintf("%.2f–%.2f", lo, hi)
+                speed = ratio >= 1 ? sprintf("arbor %.2f× faster", ratio) : sprintf("arbor %.2f× slower", 1 / ratio)
+                if (target == "") { tcol = "—"; verdict = speed }
+                else {
+                    tcol = "≥ " target
+                    verdict = (ratio >= target ? "meets target; " : "**below target**; ") speed
+                }
+                printf "| %s | %s %s (%.2f s) | %s %s (%.2f s) | **%.2f** | %s | %s | %s |\n",
+                    desc, num(ma), unit, mta, num(mb), unit, mtb, ratio, range, tcol, verdict
+            }' "$results"
+    done
+}
+
+table_md=$(table)
+echo
+echo "$table_md"
+echo
+
+[[ -n $markdown ]] || exit 0
+
+# --- BENCHMARKS.md ------------------------------------------------------------------------
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+if [[ $commit != unknown ]] && ! git diff --quiet HEAD -- crates/arbor-cli crates/arbor-engine 2>/dev/null; then
+    commit="$commit with uncommitted changes"
+fi
+btrfs_opts=${btrfs_mount_opts:+,$btrfs_mount_opts}
+cmd="scripts/bench-fs.sh"
+((${#orig_args[@]})) && cmd+=$(printf ' %q' "${orig_args[@]}")
+[[ $arbor_kind = arbor ]] || cmd="ARBOR_STANDIN=$arbor_kind $cmd"
+if [[ $arbor_kind = arbor ]]; then
+    arbor_desc="arbor (git $commit): \`arbor mkfs${ARBOR_MKFS_OPTS:+ $ARBOR_MKFS_OPTS}\`, \`arbor mount${ARBOR_MOUNT_OPTS:+ $ARBOR_MOUNT_OPTS}\` (FUSE)"
+else
+    arbor_desc="**the arbor column is a stand-in: $arbor_kind on a second image, mounted like btrfs; these are not arbor's numbers**"
+fi
+
+section=$(
+    echo "<!-- fs-bench:start -->"
+    echo "## Filesystem: arbor (FUSE) vs btrfs"
+    echo
+    if [[ $arbor_kind != arbor ]]; then
+        echo "> **Stand-in run.** \`arbor mount\` did not exist yet, so $arbor_kind played arbor's role to validate the harness. Rerun \`scripts/bench-fs.sh\` (without \`ARBOR_STANDIN\`) for arbor's numbers."
+        echo
+    fi
+    echo "Measured $(date -u +%Y-%m-%d) on $cpu ($(nproc) CPUs), Linux $(uname -r), in ${total_s} s. Two sparse $image_size image files in one directory on $base_fs (same disk). btrfs: btrfs-progs $(mkfs.btrfs --version 2>&1 | grep -o 'v[0-9.]*' | head -1) \`mkfs.btrfs\` defaults, \`mount -o loop$btrfs_opts\` (in effect: \`$btrfs_seen_opts\`). $arbor_desc. $(fio --version). Median of $reps run$([[ $reps = 1 ]] || echo s), each on freshly made filesystems, the two taking turns at every workload (the first one alternating between runs)."
+    echo
+    echo "Reproduce (as root) from the repository root:"
+    echo
+    echo "    $cmd"
+    echo
+    echo "**Ratio = arbor speed / btrfs speed (throughput, IOPS or files per second, medians); above 1 means arbor is faster.** Raw numbers are rates with the median wall-clock time in brackets; the machine is shared and noisy, so only the ratios carry over. Targets from the issue: sequential throughput ≥ 0.7× btrfs, metadata ≥ 0.5× btrfs."
+    echo
+    echo "$table_md"
+    echo
+    echo "Method. Source data comes from /dev/shm (random bytes, so zeros cannot be special-cased; the tree is staged there too). Every timed phase starts cold, whatever ran before it: unmount (arbor: wait until the daemon has exited), \`sync\`, \`echo 3 > /proc/sys/vm/drop_caches\` (the host page cache also holds the image files), mount again — for FUSE the only way to empty the daemon's caches as well as the kernel's. Random I/O: fio \`psync\`, queue depth 1, 4 KiB blocks, every block at most once (fio's random map), the same seed for both; IOPS = I/Os / wall time, the write including its final fsync. Small files: \`target/release/fsmeta\` (crates/arbor-bench/src/bin/fsmeta.rs), one thread, paths \`d{k}/f{i}\`. \"syncfs\" = \`sync -f\` on the mountpoint, inside the timing."
+    echo "<!-- fs-bench:end -->"
+)
+
+start_marker='<!-- fs-bench:start -->'
+end_marker='<!-- fs-bench:end -->'
+if [[ ! -e $markdown ]]; then
+    printf '# Benchmarks\n' >"$markdown"
+fi
+s_line=$(grep -nxF "$start_marker" "$markdown" | head -1 | cut -d: -f1)
+e_line=$(grep -nxF "$end_marker" "$markdown" | head -1 | cut -d: -f1)
+tmp_md="$markdown.tmp.$$"
+if [[ -n $s_line && -n $e_line && $s_line -lt $e_line ]]; then
+    {
+        head -n "$((s_line - 1))" "$markdown"
+        echo "$section"
+        tail -n "+$((e_line + 1))" "$markdown"
+    } >"$tmp_md"
+elif [[ -z $s_line && -z $e_line ]]; then
+    {
+        cat "$markdown"
+        echo
+        echo "$section"
+    } >"$tmp_md"
+else
+    die "$markdown has only one of the fs-bench markers, or them out of order; fix it by hand"
+fi
+mv "$tmp_md" "$markdown"
+log "wrote $markdown"
