@@ -17,7 +17,7 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Mount options, comma-separated: ro, rw, commit=SECONDS (default 5),
-    /// allow_other, threads=N, attr_timeout=SECONDS, log=FILE. Options of mount(8)
+    /// allow_other (default when root), noallow_other, threads=N, attr_timeout=SECONDS, log=FILE. Options of mount(8)
     /// such as defaults, noauto, nofail, dev or suid are accepted and ignored.
     #[arg(short = 'o', long = "options", value_delimiter = ',')]
     pub options: Vec<String>,
@@ -43,7 +43,12 @@ pub struct Options {
 /// Parses `-o` options; unknown ones are reported and ignored, so that mount(8) and
 /// fstab can pass theirs.
 pub fn parse_options(opts: &[String]) -> Result<Options> {
-    let mut config = MountConfig::default();
+    let mut config = MountConfig {
+        // Like a kernel filesystem mounted by root, every user may use the mount; the
+        // kernel checks permissions (default_permissions).
+        allow_other: nix::unistd::geteuid().is_root(),
+        ..MountConfig::default()
+    };
     let mut log = None;
     let secs = |v: &str, name: &str| -> Result<Duration> {
         let s: f64 = v
@@ -66,6 +71,7 @@ pub fn parse_options(opts: &[String]) -> Result<Options> {
                 }
             }
             "allow_other" => config.allow_other = true,
+            "noallow_other" => config.allow_other = false,
             "threads" => {
                 config.threads = v
                     .parse()
