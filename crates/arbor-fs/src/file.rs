@@ -56,10 +56,10 @@ fn extents_in(
     for item in e.range(tree, lo..=hi)? {
         let (k, v) = item?;
         let fe = FileExtent::decode(ino, k, &v)?;
-        if fe.len() > MAX_EXTENT && !matches!(fe.kind, ExtentKind::Inline(_)) {
+        if fe.file_len() > MAX_EXTENT && !matches!(fe.kind, ExtentKind::Inline(_)) {
             return Err(crate::error::corrupt(ino, k, "extent longer than 1 MiB"));
         }
-        if k.offset + fe.len() > start {
+        if k.offset + fe.file_len() > start {
             out.push((k.offset, fe));
         }
     }
@@ -77,7 +77,7 @@ fn fill(
 ) -> Result<()> {
     let end = start + buf.len() as u64;
     for (fo, fe) in exts {
-        let (s, t) = ((*fo).max(start), (fo + fe.len()).min(end));
+        let (s, t) = ((*fo).max(start), (fo + fe.file_len()).min(end));
         if s >= t {
             continue;
         }
@@ -220,7 +220,7 @@ impl Fs {
             if matches!(fe.kind, ExtentKind::Prealloc) {
                 continue;
             }
-            let fend = fo + fe.len();
+            let fend = fo + fe.file_len();
             if data {
                 if fend > pos {
                     return Ok((*fo).max(pos));
@@ -509,7 +509,7 @@ impl Txn<'_> {
             if *fo > pos {
                 holes.push((pos, (*fo).min(to)));
             }
-            pos = pos.max(fo + fe.len());
+            pos = pos.max(fo + fe.file_len());
         }
         if pos < to {
             holes.push((pos, to));

@@ -397,6 +397,29 @@ impl Fs {
         })
     }
 
+    /// Checks the filesystem's items against each other (see [`crate::fsck()`]).
+    pub fn fsck(&self) -> Result<Vec<String>> {
+        crate::fsck::fsck(&*self.read()?)
+    }
+
+    /// Opens `storage` read-only and checks it: the engine's checker (blocks, reference
+    /// counts, data extents) and, when that is clean, the filesystem's items.
+    pub fn check_image(storage: Arc<dyn Storage>) -> arbor_engine::CheckReport {
+        let mut report = arbor_engine::check_with(&*storage, Some(&FsDataRefs));
+        if report.is_clean() {
+            let found = Engine::open(storage, engine_config(true))
+                .map_err(FsError::from)
+                .and_then(|e| crate::fsck::fsck(&e));
+            match found {
+                Ok(problems) => report.problems.extend(problems),
+                Err(e) => report
+                    .problems
+                    .push(format!("filesystem check failed: {e}")),
+            }
+        }
+        report
+    }
+
     /// The engine's generation of the last commit.
     pub fn committed_generation(&self) -> u64 {
         self.engine.read().map_or(0, |e| e.committed_generation())

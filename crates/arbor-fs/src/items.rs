@@ -388,7 +388,7 @@ pub const EXTENT_HEADER: usize = 8 + 1 + 4 * 8;
 
 impl FileExtent {
     /// File bytes this item covers.
-    pub fn len(&self) -> u64 {
+    pub fn file_len(&self) -> u64 {
         match &self.kind {
             ExtentKind::Inline(d) => d.len() as u64,
             _ => self.num_bytes,

@@ -9,6 +9,7 @@ mod dir;
 mod error;
 mod file;
 mod fs;
+mod fsck;
 pub mod items;
 mod xattr;
 
@@ -16,5 +17,6 @@ pub use dir::{ReadDirEntry, RenameFlags, dir_item_key};
 pub use error::{FsError, Result};
 pub use file::{FallocMode, MAX_EXTENT};
 pub use fs::{Caller, FS_TREE, Fs, FsOptions, MAX_FILE_SIZE, SetAttr, SetTime, StatFs};
+pub use fsck::fsck;
 pub use items::{FsDataRefs, Inode, ROOT_INO, Time};
 pub use xattr::XattrFlags;

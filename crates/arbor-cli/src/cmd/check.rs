@@ -15,9 +15,18 @@ pub struct Args {
 /// `arbor check`: prints the report; exit 0 when clean, 1 when problems were found.
 /// Errors (a missing or unreadable image) are for the caller to turn into status 2.
 pub fn run(args: &Args) -> Result<ExitCode> {
+    // A mounted image changes under the checker: refuse it.
+    let lock = std::fs::File::open(&args.image)
+        .with_context(|| format!("cannot open {}", args.image.display()))?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock_shared() {
+        anyhow::bail!(
+            "{} is in use: an arbor daemon has it mounted",
+            args.image.display()
+        );
+    }
     let dev = FileStorage::open_read_only(&args.image)
         .with_context(|| format!("cannot open {}", args.image.display()))?;
-    let report = arbor_engine::check_with(&dev, Some(&arbor_fs::FsDataRefs));
+    let report = arbor_fs::Fs::check_image(std::sync::Arc::new(dev));
     println!("checking {}", args.image.display());
     print!("{report}");
     Ok(if report.is_clean() {

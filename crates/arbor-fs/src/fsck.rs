@@ -1,0 +1,208 @@
+//! The filesystem checker: the engine's checker verifies blocks and reference counts;
+//! this one verifies what the items say about each other. Every name has its hash
+//! entry, its index entry and its back reference; link counts match the names (and
+//! subdirectories); byte counts match the extents; extents do not overlap; orphan
+//! items name unlinked inodes, and every inode is reachable or an orphan.
+
+use crate::error::Result;
+use crate::fs::FS_TREE;
+use crate::items::{
+    DirEntry, ExtentKind, FileExtent, INFO_OBJECTID, Inode, ORPHAN_OBJECTID, ROOT_INO, decode_refs,
+    decode_xattrs, dtype, name_hash, ty,
+};
+use arbor_engine::Engine;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Default)]
+struct Seen {
+    inode: Option<Inode>,
+    /// (parent, index, name) from INODE_REF items.
+    refs: BTreeSet<(u64, u64, Vec<u8>)>,
+    /// (parent, index, name) from DIR_INDEX items naming this inode.
+    indexed: BTreeSet<(u64, u64, Vec<u8>)>,
+    /// Names in this directory: (index, name) from DIR_ITEM items.
+    hashed: BTreeSet<(u64, Vec<u8>)>,
+    /// Names in this directory: (index, name) from DIR_INDEX items.
+    listed: BTreeSet<(u64, Vec<u8>)>,
+    subdirs: u32,
+    names_len: u64,
+    extent_bytes: u64,
+    extent_end: u64,
+    max_index: u64,
+    orphan: bool,
+}
+
+/// Checks the filesystem tree of an open engine; returns the problems found.
+pub fn fsck(e: &Engine) -> Result<Vec<String>> {
+    let tree = FS_TREE;
+    let mut problems = Vec::new();
+    let mut inodes: BTreeMap<u64, Seen> = BTreeMap::new();
+    let mut next_ino = None;
+    for item in e.range(tree, ..)? {
+        let (k, v) = item?;
+        let ino = k.objectid;
+        if ino == ORPHAN_OBJECTID && k.ty == ty::ORPHAN_ITEM {
+            inodes.entry(k.offset).or_default().orphan = true;
+            continue;
+        }
+        if ino == INFO_OBJECTID && k.ty == ty::FS_INFO {
+            next_ino = v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes);
+            continue;
+        }
+        let mut bad = |why: String| problems.push(format!("inode {ino}: item {k}: {why}"));
+        match k.ty {
+            ty::INODE_ITEM => match Inode::decode(ino, &v) {
+                Ok(i) => inodes.entry(ino).or_default().inode = Some(i),
+                Err(err) => bad(err.to_string()),
+            },
+            ty::INODE_REF => match decode_refs(ino, k, &v) {
+                Ok(list) => {
+                    let s = inodes.entry(ino).or_default();
+                    for (index, name) in list {
+                        s.refs.insert((k.offset, index, name));
+                    }
+                }
+                Err(err) => bad(err.to_string()),
+            },
+            ty::DIR_ITEM => match DirEntry::decode_list(ino, k, &v) {
+                Ok(list) => {
+                    for d in list {
+                        if name_hash(&d.name) != k.offset {
+                            bad(format!("name {:?} filed under the wrong hash", d.name));
+                        }
+                        let s = inodes.entry(ino).or_default();
+                        s.hashed.insert((d.index, d.name));
+                    }
+                }
+                Err(err) => bad(err.to_string()),
+            },
+            ty::DIR_INDEX => match DirEntry::decode_list(ino, k, &v) {
+                Ok(list) if list.len() == 1 && list[0].index == k.offset => {
+                    let d = &list[0];
+                    let s = inodes.entry(ino).or_default();
+                    s.names_len += 2 * d.name.len() as u64;
+                    s.max_index = s.max_index.max(d.index);
+                    s.listed.insert((d.index, d.name.clone()));
+                    if d.dtype == dtype(crate::items::S_IFDIR) {
+                        s.subdirs += 1;
+                    }
+                    inodes
+                        .entry(d.ino)
+                        .or_default()
+                        .indexed
+                        .insert((ino, d.index, d.name.clone()));
+                }
+                Ok(_) => bad("index item must hold one entry with its own index".into()),
+                Err(err) => bad(err.to_string()),
+            },
+            ty::EXTENT_DATA => match FileExtent::decode(ino, k, &v) {
+                Ok(fe) => {
+                    let s = inodes.entry(ino).or_default();
+                    if k.offset < s.extent_end {
+                        bad(format!(
+                            "overlaps the previous extent ending at {}",
+                            s.extent_end
+                        ));
+                    }
+                    s.extent_end = k.offset + fe.file_len();
+                    s.extent_bytes += fe.file_len();
+                    if let ExtentKind::Inline(_) = fe.kind
+                        && k.offset != 0
+                    {
+                        bad("inline extent not at offset 0".into());
+                    }
+                }
+                Err(err) => bad(err.to_string()),
+            },
+            ty::XATTR_ITEM => {
+                if let Err(err) = decode_xattrs(ino, k, &v) {
+                    bad(err.to_string());
+                }
+            }
+            other => bad(format!("unknown item type {other}")),
+        }
+    }
+    let kinds: BTreeMap<u64, u32> = inodes
+        .iter()
+        .filter_map(|(ino, s)| s.inode.as_ref().map(|i| (*ino, i.kind())))
+        .collect();
+    for (ino, s) in &inodes {
+        let mut bad = |why: String| problems.push(format!("inode {ino}: {why}"));
+        let Some(i) = &s.inode else {
+            if !s.refs.is_empty() || !s.indexed.is_empty() || s.extent_bytes > 0 {
+                bad("has items or names but no inode item".into());
+            }
+            continue;
+        };
+        if next_ino.is_some_and(|n| *ino >= n) {
+            bad(format!(
+                "number not below the next inode number {next_ino:?}"
+            ));
+        }
+        if s.refs != s.indexed {
+            bad(format!(
+                "back references {:?} differ from the directory entries naming it {:?}",
+                s.refs, s.indexed
+            ));
+        }
+        for (parent, _, _) in &s.indexed {
+            if kinds.get(parent) != Some(&crate::items::S_IFDIR) {
+                bad(format!("named in {parent}, which is not a directory"));
+            }
+        }
+        let links = s.indexed.len() as u32;
+        if i.is_dir() {
+            if *ino != ROOT_INO && links != 1 {
+                bad(format!("directory has {links} names"));
+            }
+            if i.nlink != 2 + s.subdirs && !(i.nlink == 0 && s.orphan) {
+                bad(format!(
+                    "directory nlink {} but {} subdirectories",
+                    i.nlink, s.subdirs
+                ));
+            }
+            if i.size != s.names_len {
+                bad(format!(
+                    "directory size {} but names add up to {}",
+                    i.size, s.names_len
+                ));
+            }
+            if s.hashed != s.listed {
+                bad("name hash index and sequence index disagree".into());
+            }
+            if s.max_index >= i.seq && s.max_index > 0 {
+                bad(format!(
+                    "index {} not below the next index {}",
+                    s.max_index, i.seq
+                ));
+            }
+        } else if i.nlink != links {
+            bad(format!("nlink {} but {links} names", i.nlink));
+        }
+        if i.nlink == 0 && !s.orphan {
+            bad("no links and no orphan item (leaked)".into());
+        }
+        if s.orphan && i.nlink != 0 {
+            bad(format!("orphan item but nlink {}", i.nlink));
+        }
+        if i.nbytes != s.extent_bytes {
+            bad(format!(
+                "nbytes {} but extents hold {}",
+                i.nbytes, s.extent_bytes
+            ));
+        }
+        if *ino != ROOT_INO && links == 0 && !s.orphan {
+            bad("unreachable".into());
+        }
+    }
+    if !inodes
+        .get(&ROOT_INO)
+        .is_some_and(|s| s.inode.as_ref().is_some_and(Inode::is_dir))
+    {
+        problems.push("the root directory is missing".into());
+    }
+    Ok(problems)
+}
