@@ -46,7 +46,6 @@
 # Environment: REMOUNT_CMD, FSX_CONFIG, FSX_MMAP=0, FSX_REFDIR, LOG_DIR.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$repo"
 
 usage() {
     echo "usage: [REMOUNT_CMD=...] $0 DIR [OPS_PER_SEED (default 25000)] [SEED... (default 1 2 3 4)]" >&2
@@ -63,16 +62,22 @@ for s in "${seeds[@]}"; do
     [[ "$s" =~ ^[0-9]+$ ]] || { echo "error: seed '$s' is not a number" >&2; usage; }
 done
 
+# DIR and the paths in the environment are relative to the caller's directory;
+# REMOUNT_CMD runs from the repository root.
 fsx="$repo/tools/bin/fsx"
 [[ -x "$fsx" ]] || { echo "error: $fsx is missing; run scripts/tools.sh" >&2; exit 2; }
 remount_cmd="${REMOUNT_CMD:-}"
-log_dir="$(mkdir -p "${LOG_DIR:-$repo/target/test-logs}" && realpath "${LOG_DIR:-$repo/target/test-logs}")"
-stamp="$(date +%Y%m%d-%H%M%S)"
+log_dir="$(realpath -m "${LOG_DIR:-$repo/target/test-logs}")"
+fsx_config_file=""
+if [[ -n "${FSX_CONFIG:-}" ]]; then fsx_config_file="$(realpath "$FSX_CONFIG")"; fi
+ref_parent=""
+if [[ -n "${FSX_REFDIR:-}" ]]; then ref_parent="$(realpath "$FSX_REFDIR")"; fi
+cd "$repo"
+stamp="$(date +%Y%m%d-%H%M%S)-$$"
 log="$log_dir/fsx-$stamp.log"
 artifacts="$log_dir/fsx-$stamp"
-mkdir -p "$artifacts"
+mkdir -p "$log_dir" "$artifacts"
 
-ref_parent="${FSX_REFDIR:-}"
 if [[ -z "$ref_parent" ]]; then
     if [[ -d /dev/shm && -w /dev/shm ]]; then ref_parent=/dev/shm; else ref_parent="${TMPDIR:-/tmp}"; fi
 fi
@@ -110,8 +115,8 @@ close_open = 1
 EOF
 }
 config="$artifacts/fsx.toml"
-if [[ -n "${FSX_CONFIG:-}" ]]; then
-    cp "$FSX_CONFIG" "$config"
+if [[ -n "$fsx_config_file" ]]; then
+    cp "$fsx_config_file" "$config"
     if [[ -n "$remount_cmd" ]] && grep -qE '^[[:space:]]*copy_file_range[[:space:]]*=[[:space:]]*[1-9.]' "$config"; then
         echo "note: copy_file_range set to 0 in $config (fsx -b bug, see the header)"
         sed -i -E 's/^([[:space:]]*copy_file_range[[:space:]]*=).*/\1 0/' "$config"
@@ -169,6 +174,7 @@ now() { echo "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 half=$((ops / 2))
+start=$SECONDS
 echo "==> fsx $("$fsx" --version | awk '{print $2}'): ${#seeds[@]} seeds x $ops ops = $((ops * ${#seeds[@]})) ops in $work"
 echo "    config $config$([[ -n "$remount_cmd" ]] && echo "; remount after $half ops of each seed: $remount_cmd")"
 echo "    reference runs in $refdir; log: $log"
@@ -219,6 +225,6 @@ done
 
 rm -rf "$work"
 rm -f "$artifacts/last.out"
-echo "==> all ${#seeds[@]} seeds A-OK: $((ops * ${#seeds[@]})) ops on $dir in ${fsx_time}s of fsx time$([[ -n "$remount_cmd" ]] && echo ", ${#seeds[@]} remounts in ${remount_time}s")"
+echo "==> all ${#seeds[@]} seeds A-OK: $((ops * ${#seeds[@]})) ops on $dir in ${fsx_time}s of fsx time$([[ -n "$remount_cmd" ]] && echo ", ${#seeds[@]} remounts in ${remount_time}s") ($((SECONDS - start))s in all, with the reference runs and checks)"
 echo "    log: $log"
 echo "fsx: ${#seeds[@]} passed, 0 failed"

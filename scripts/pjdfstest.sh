@@ -35,7 +35,6 @@
 # PJDFSTEST_BACKTRACE=1 (Rust backtraces of failed assertions in the log).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$repo"
 
 usage() {
     echo "usage: $0 DIR [TEST_PATTERN...]" >&2
@@ -47,10 +46,12 @@ dir="$(realpath "$1")"
 shift
 patterns=("$@")
 
+# DIR and the paths in the environment are relative to the caller's directory.
 pjdfstest="$repo/tools/bin/pjdfstest"
-config="$(realpath "${PJDFSTEST_CONFIG:-tests/posix/pjdfstest.toml}")"
-na_file="${PJDFSTEST_NA:-tests/posix/not-applicable.txt}"
-log_dir="${LOG_DIR:-$repo/target/test-logs}"
+config="$(realpath "${PJDFSTEST_CONFIG:-$repo/tests/posix/pjdfstest.toml}")"
+na_file="$(realpath "${PJDFSTEST_NA:-$repo/tests/posix/not-applicable.txt}")"
+log_dir="$(realpath -m "${LOG_DIR:-$repo/target/test-logs}")"
+cd "$repo"
 timeout_s="${PJDFSTEST_TIMEOUT:-900}"
 remount="${PJDFSTEST_REMOUNT:-auto}"
 remount_why="PJDFSTEST_REMOUNT=$remount"
@@ -143,7 +144,7 @@ if [[ "$remount" = 1 ]]; then
 fi
 
 mkdir -p "$log_dir"
-log="$(realpath "$log_dir")/pjdfstest-$(date +%Y%m%d-%H%M%S).log"
+log="$log_dir/pjdfstest-$(date +%Y%m%d-%H%M%S)-$$.log"
 
 # run_pass CONFIG OUTPUT [ARGS...]: one pjdfstest run; prints its exit status.
 run_pass() {

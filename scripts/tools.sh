@@ -3,8 +3,9 @@
 # Idempotent: run it as often as you like, it only does what is missing. Run it from
 # anywhere in the repository, as root (apt-get) on Debian, with cargo on PATH.
 #
-#   Debian packages: libacl1-dev (pjdfstest links libacl through the exacl crate),
-#                    acl (setfacl/getfacl), fio, gcc + pkg-config (to build the crates).
+#   Debian packages: libacl1-dev (pjdfstest links libacl through the exacl crate, whose
+#                    prebuilt bindings need no bindgen/clang), acl (setfacl/getfacl),
+#                    fio, gcc + libc6-dev (cargo links through cc).
 #                    `apt-get update` runs only when one of them is missing.
 #   Rust tools:      pjdfstest and fsx (fsx-rs), pinned, `cargo install --locked` into
 #                    ./tools (git-ignored), binaries in tools/bin. Each is installed only
@@ -17,7 +18,7 @@ cd "$repo"
 
 PJDFSTEST_VERSION=0.2.2
 FSX_VERSION=0.3.2
-DEB_PACKAGES=(libacl1-dev acl fio gcc pkg-config)
+DEB_PACKAGES=(libacl1-dev acl fio gcc libc6-dev)
 
 step() { printf '==> %s\n' "$*"; }
 

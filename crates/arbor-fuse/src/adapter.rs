@@ -13,7 +13,7 @@ use fuser::{
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// The FUSE face of a filesystem.
@@ -24,6 +24,8 @@ pub struct Adapter {
     /// writer, and the kernel invalidates what its own requests change.
     pub(crate) ttl: Duration,
     pub(crate) read_only: bool,
+    /// Tells the kernel about changes it cannot see (the blocks a write allocated).
+    pub(crate) notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 fn caller(req: &Request, umask: u32) -> Caller {
@@ -76,6 +78,7 @@ impl fuser::Filesystem for Adapter {
         let wanted = InitFlags::FUSE_WRITEBACK_CACHE
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_ASYNC_DIO;
@@ -321,7 +324,16 @@ impl fuser::Filesystem for Adapter {
             .ro()
             .and_then(|()| self.fs.write_file(to_ino(ino), offset, data, kill))
         {
-            Ok(_) => reply.written(data.len() as u32),
+            Ok(_) => {
+                reply.written(data.len() as u32);
+                // The kernel keeps size and times itself (writeback cache) but not
+                // st_blocks: drop its cached attributes (not its pages).
+                if let Some(n) = self.notifier.get()
+                    && let Err(e) = n.inval_inode(ino, -1, 0)
+                {
+                    tracing::debug!("attribute invalidation for {ino:?} failed: {e}");
+                }
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

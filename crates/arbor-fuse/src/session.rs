@@ -61,12 +61,15 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, cfg: &MountConfig) -> std::io::Resu
     }
     c.n_threads = Some(cfg.threads.max(1));
     c.clone_fd = cfg.threads > 1;
+    let notifier = Arc::new(std::sync::OnceLock::new());
     let adapter = Adapter {
         fs: Arc::clone(&fs),
         ttl: cfg.ttl,
         read_only: cfg.read_only,
+        notifier: Arc::clone(&notifier),
     };
     let session = fuser::Session::new(adapter, mountpoint, &c)?;
+    let _ = notifier.set(session.notifier());
     Ok(Mounted {
         session,
         fs,

@@ -1,0 +1,150 @@
+//! Mounting and unmounting: the daemon, read-only mounts, the image lock, the mount
+//! helper and fstab.
+
+use crate::harness::{Mount, arbor, ok};
+use std::io::ErrorKind;
+use std::process::Command;
+
+#[test]
+fn mount_returns_once_ready_and_umount_commits() {
+    let mut m = Mount::new("256M", "");
+    // Ready at once: no waiting for the daemon.
+    std::fs::write(m.path("hello"), b"hello world").unwrap();
+    std::fs::create_dir(m.path("dir")).unwrap();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(mounts.contains(&*m.mnt.to_string_lossy()), "{mounts}");
+    m.umount();
+    assert!(m.daemon_pid().is_none(), "the daemon ended");
+    assert!(m.check().contains("no problems found"));
+    m.mount("");
+    assert_eq!(std::fs::read(m.path("hello")).unwrap(), b"hello world");
+    assert!(m.path("dir").is_dir());
+}
+
+#[test]
+fn a_second_opener_of_the_image_is_refused() {
+    let m = Mount::new("128M", "");
+    let other = tempfile::tempdir().unwrap();
+    let out = arbor()
+        .arg("mount")
+        .arg(&m.image)
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    let out = arbor().arg("check").arg(&m.image).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}
+
+#[test]
+fn a_read_only_mount_refuses_every_change() {
+    let mut m = Mount::new("128M", "");
+    std::fs::write(m.path("f"), b"data").unwrap();
+    m.umount();
+    m.mount("ro");
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), b"data");
+    for r in [
+        std::fs::write(m.path("g"), b"x"),
+        std::fs::write(m.path("f"), b"x"),
+        std::fs::create_dir(m.path("d")),
+        std::fs::remove_file(m.path("f")),
+    ] {
+        let e = r.expect_err("a change on a read-only mount");
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    }
+    m.umount();
+    assert!(m.check().contains("no problems found"));
+}
+
+#[test]
+fn mount_reports_errors_instead_of_hanging() {
+    let m = Mount::image("64M");
+    let out = arbor()
+        .arg("mount")
+        .arg(&m.image)
+        .arg(m.dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let garbage = m.dir.path().join("garbage.img");
+    std::fs::write(&garbage, vec![0u8; 4 << 20]).unwrap();
+    let out = arbor()
+        .arg("mount")
+        .arg(&garbage)
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("superblock"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `mount -t fuse.arbor` and an fstab line go through /sbin/mount.fuse.arbor.
+#[test]
+fn the_mount_helper_serves_mount_t_and_fstab() {
+    let helper = std::path::Path::new("/sbin/mount.fuse.arbor");
+    match std::fs::symlink_metadata(helper) {
+        Ok(_) => std::fs::remove_file(helper).unwrap(),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => panic!("{e}"),
+    }
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_arbor"), helper).unwrap();
+    let mut m = Mount::image("128M");
+    let out = Command::new("mount")
+        .args(["-t", "fuse.arbor", "-o", "commit=2"])
+        .arg(&m.image)
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    ok(out, "mount -t fuse.arbor");
+    m.mounted = true;
+    std::fs::write(m.path("via-helper"), b"1").unwrap();
+    ok(
+        Command::new("umount").arg(&m.mnt).output().unwrap(),
+        "umount",
+    );
+    // Plain umount returns before the daemon's final commit; arbor check waits for
+    // nothing, so wait for the lock to be free first.
+    wait_unlocked(&m.image);
+    m.mounted = false;
+    let fstab = m.dir.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "{} {} fuse.arbor defaults,noauto,nofail,commit=1 0 0\n",
+            m.image.display(),
+            m.mnt.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("mount")
+        .arg("-T")
+        .arg(&fstab)
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    ok(out, "mount from fstab");
+    m.mounted = true;
+    assert_eq!(std::fs::read(m.path("via-helper")).unwrap(), b"1");
+    m.umount();
+    let _ = std::fs::remove_file(helper);
+    assert!(m.check().contains("no problems found"));
+}
+
+fn wait_unlocked(image: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let f = std::fs::File::open(image).unwrap();
+        if f.try_lock().is_ok() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "daemon never let go");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
