@@ -534,17 +534,24 @@ echo
 # --- BENCHMARKS.md ------------------------------------------------------------------------
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [[ $commit != unknown ]] && ! git diff --quiet HEAD -- crates/arbor-cli crates/arbor-engine 2>/dev/null; then
+if [[ $commit != unknown ]] && ! git diff --quiet HEAD -- crates ':!crates/arbor-bench' 2>/dev/null; then
     commit="$commit with uncommitted changes"
 fi
 btrfs_opts=${btrfs_mount_opts:+,$btrfs_mount_opts}
+# This run's arguments, without where the results went.
 cmd="scripts/bench-fs.sh"
-((${#orig_args[@]})) && cmd+=$(printf ' %q' "${orig_args[@]}")
+for ((i = 0; i < ${#orig_args[@]}; i++)); do
+    case "${orig_args[i]}" in
+    --markdown) ((++i)) ;;
+    --no-markdown) ;;
+    *) cmd+=" $(printf '%q' "${orig_args[i]}")" ;;
+    esac
+done
 [[ $arbor_kind = arbor ]] || cmd="ARBOR_STANDIN=$arbor_kind $cmd"
 if [[ $arbor_kind = arbor ]]; then
     arbor_desc="arbor (git $commit): \`arbor mkfs${ARBOR_MKFS_OPTS:+ $ARBOR_MKFS_OPTS}\`, \`arbor mount${ARBOR_MOUNT_OPTS:+ $ARBOR_MOUNT_OPTS}\` (FUSE)"
 else
-    arbor_desc="**the arbor column is a stand-in: $arbor_kind on a second image, mounted like btrfs; these are not arbor's numbers**"
+    arbor_desc="arbor: stand-in, $arbor_kind on a second image of the same size, mounted with \`-o loop\`"
 fi
 
 section=$(
@@ -574,8 +581,8 @@ end_marker='<!-- fs-bench:end -->'
 if [[ ! -e $markdown ]]; then
     printf '# Benchmarks\n' >"$markdown"
 fi
-s_line=$(grep -nxF "$start_marker" "$markdown" | head -1 | cut -d: -f1)
-e_line=$(grep -nxF "$end_marker" "$markdown" | head -1 | cut -d: -f1)
+s_line=$(grep -nxF "$start_marker" "$markdown" | head -1 | cut -d: -f1 || true)
+e_line=$(grep -nxF "$end_marker" "$markdown" | head -1 | cut -d: -f1 || true)
 tmp_md="$markdown.tmp.$$"
 if [[ -n $s_line && -n $e_line && $s_line -lt $e_line ]]; then
     {

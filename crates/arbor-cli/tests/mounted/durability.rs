@@ -68,7 +68,7 @@ fn kill_9_during_a_write_workload_leaves_a_clean_image() {
                         let p = dir.join(format!("f{i}"));
                         let mut f = File::create(&p)?;
                         f.write_all(&vec![(i % 251) as u8; 1000 + (i as usize * 7919) % 300_000])?;
-                        if i % 5 == 0 {
+                        if i.is_multiple_of(5) {
                             f.sync_all()?;
                             synced.fetch_max(w << 32 | i, Ordering::Relaxed);
                         }
