@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite. `.ci/run` calls this; run it from anywhere in the repository.
 #
-# It installs what a fresh machine lacks, then runs: rustfmt --check, clippy with
-# -D warnings, every test of the workspace, and a quick smoke run of the engine
-# benchmark. Set ARBOR_LONG=1 for the longer campaigns (more property-test cases,
+# It installs what a fresh machine lacks (scripts/tools.sh: Debian packages, and
+# pjdfstest and fsx into ./tools), then runs: rustfmt --check, clippy with -D warnings,
+# every test of the workspace (the mounted tests need root and /dev/fuse), pjdfstest
+# and fsx on a mounted image (scripts/fs-suite.sh), and quick smoke runs of the
+# benchmarks. Set ARBOR_LONG=1 for the longer campaigns (more property-test cases,
 # more crash seeds, and scripts/fuzz.sh on every fuzz target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,9 @@ for component in rustfmt clippy; do
 done
 cargo --version
 
+step "external test tools"
+scripts/tools.sh
+
 step "rustfmt --check"
 cargo fmt --all -- --check
 
@@ -26,6 +31,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
 cargo test --workspace --locked
+
+step "pjdfstest and fsx on a mounted image"
+cargo build --release --locked -q -p arbor-cli
+scripts/fs-suite.sh
 
 step "engine benchmark smoke run (arbor vs redb, --quick)"
 cargo run --release --locked -q -p arbor-bench -- --quick

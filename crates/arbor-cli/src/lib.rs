@@ -9,7 +9,7 @@ pub mod size;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// Make, check and demonstrate arbor images.
+/// Make, check, mount and demonstrate arbor filesystems.
 #[derive(Debug, Parser)]
 #[command(name = "arbor", version, about, propagate_version = true)]
 pub struct Cli {
@@ -34,6 +34,8 @@ pub enum Command {
     Mount(cmd::mount::Args),
     /// Unmount, waiting for the final commit.
     Umount(cmd::umount::Args),
+    /// Commit everything on a mounted filesystem now (what syncfs cannot do on FUSE).
+    Sync(cmd::sync::Args),
 }
 
 /// Exit status for a usage error or an I/O error that kept a command from running.
@@ -49,6 +51,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => (cmd::demo::run(args), EXIT_FAILURE),
         Command::Mount(args) => (cmd::mount::run(args), EXIT_FAILURE),
         Command::Umount(args) => (cmd::umount::run(args), EXIT_FAILURE),
+        Command::Sync(args) => (cmd::sync::run(args), EXIT_FAILURE),
     };
     match result {
         Ok(code) => code,

@@ -4,4 +4,5 @@ pub mod check;
 pub mod demo;
 pub mod mkfs;
 pub mod mount;
+pub mod sync;
 pub mod umount;

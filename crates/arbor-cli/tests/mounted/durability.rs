@@ -19,8 +19,15 @@ fn fsync_of_a_file_or_directory_is_durable_and_unsynced_changes_wait_for_the_com
     b.write_all(b"fdatasync").unwrap();
     b.sync_data().unwrap();
     std::fs::create_dir(m.path("dir")).unwrap();
-    // fsync of the mount's root directory commits everything, as `arbor sync` does.
-    File::open(&m.mnt).unwrap().sync_all().unwrap();
+    // `arbor sync` commits everything (it fsyncs the mount's root directory).
+    crate::harness::ok(
+        crate::harness::arbor()
+            .arg("sync")
+            .arg(&m.mnt)
+            .output()
+            .unwrap(),
+        "arbor sync",
+    );
     std::fs::write(m.path("unsynced"), b"lost").unwrap();
     m.kill9();
     assert!(m.check().contains("no problems found"));
