@@ -14,7 +14,8 @@
 # a fresh directory under /var/tmp), so they share the underlying disk: btrfs is made with
 # mkfs.btrfs defaults and mounted with `-o loop`; arbor with `arbor mkfs` and `arbor mount`.
 # Every repetition starts from freshly made filesystems, and the two take turns at every
-# workload (who goes first alternates between repetitions), so that machine noise hits both.
+# group of workloads (who goes first alternates between repetitions), so that machine
+# noise hits both.
 #
 # Workloads, each timed by wall clock:
 #   seqwrite   SEQ MiB from a random file in /dev/shm, 1 MiB blocks, fsync (dd conv=fsync)
@@ -426,6 +427,11 @@ wl_cptree() {
 }
 
 workloads=(seqwrite seqread randread randwrite create stat unlink cptree)
+# The filesystems take turns group by group: a group's workloads run on one filesystem
+# back to back, so that each reads what it has just written with the same history behind
+# it (taking turns at every single workload made the first reader of a pair measurably
+# slower on a VM whose host still flushed the other's writes).
+groups=("seqwrite seqread" "randread randwrite" "create stat unlink" "cptree")
 
 # --- staging ------------------------------------------------------------------------------
 log "images in $work ($base_fs), staging in $stage"
@@ -454,9 +460,11 @@ for ((rep = 1; rep <= reps; rep++)); do
         fs "$r" setup
     done
     btrfs_seen_opts=$(findmnt -fno OPTIONS "${mnt[btrfs]}")
-    for wl in "${workloads[@]}"; do
+    for group in "${groups[@]}"; do
         for r in "${order[@]}"; do
-            "wl_$wl" "$r"
+            for wl in $group; do
+                "wl_$wl" "$r"
+            done
         done
     done
     for r in "${order[@]}"; do
@@ -562,7 +570,7 @@ section=$(
         echo "> **Stand-in run.** \`arbor mount\` did not exist yet, so $arbor_kind played arbor's role to validate the harness. Rerun \`scripts/bench-fs.sh\` (without \`ARBOR_STANDIN\`) for arbor's numbers."
         echo
     fi
-    echo "Measured $(date -u +%Y-%m-%d) on $cpu ($(nproc) CPUs), Linux $(uname -r), in ${total_s} s. Two sparse $image_size image files in one directory on $base_fs (same disk). btrfs: btrfs-progs $(mkfs.btrfs --version 2>&1 | grep -o 'v[0-9.]*' | head -1) \`mkfs.btrfs\` defaults, \`mount -o loop$btrfs_opts\` (in effect: \`$btrfs_seen_opts\`). $arbor_desc. $(fio --version). Median of $reps run$([[ $reps = 1 ]] || echo s), each on freshly made filesystems, the two taking turns at every workload (the first one alternating between runs)."
+    echo "Measured $(date -u +%Y-%m-%d) on $cpu ($(nproc) CPUs), Linux $(uname -r), in ${total_s} s. Two sparse $image_size image files in one directory on $base_fs (same disk). btrfs: btrfs-progs $(mkfs.btrfs --version 2>&1 | grep -o 'v[0-9.]*' | head -1) \`mkfs.btrfs\` defaults, \`mount -o loop$btrfs_opts\` (in effect: \`$btrfs_seen_opts\`). $arbor_desc. $(fio --version). Median of $reps run$([[ $reps = 1 ]] || echo s), each on freshly made filesystems, the two taking turns at every group of workloads (write+read, random read+write, create+stat+unlink, tree copy; the first one alternating between runs)."
     echo
     echo "Reproduce (as root) from the repository root:"
     echo
