@@ -52,17 +52,18 @@ fn mkfs_small(img: &Path) {
     );
 }
 
-/// Writes items into trees 5 and 6 (a clone) of an existing image and commits.
+/// Writes items into trees 1000 and 1001 (a clone) of an existing image and commits
+/// (tree 5 is the filesystem's).
 fn fill_image(path: &Path, items: u64) {
     let dev = Arc::new(FileStorage::open(path).expect("open image"));
     let mut e = Engine::open(dev, Config::default()).expect("open engine");
-    e.create_tree(5).unwrap();
+    e.create_tree(1000).unwrap();
     for i in 0..items {
-        e.insert(5, Key::new(i, 1, 0), format!("value {i}").as_bytes())
+        e.insert(1000, Key::new(i, 1, 0), format!("value {i}").as_bytes())
             .unwrap();
     }
-    e.clone_tree(5, 6).unwrap();
-    e.insert(6, Key::new(0, 1, 0), b"changed").unwrap();
+    e.clone_tree(1000, 1001).unwrap();
+    e.insert(1001, Key::new(0, 1, 0), b"changed").unwrap();
     e.commit().unwrap();
 }
 
@@ -332,7 +333,7 @@ fn check_of_a_filled_image_is_clean() {
     mkfs_small(&img);
     fill_image(&img, 3000);
     let (out, _) = arbor_expect(&["check", path_str(&img)], 0);
-    assert!(out.contains("2 user trees"), "{out}");
+    assert!(out.contains("3 user trees"), "{out}");
 }
 
 #[test]
@@ -343,13 +344,13 @@ fn check_names_the_corrupt_block_and_exits_nonzero() {
     fill_image(&img, 3000);
     let before = fs::read(&img).unwrap();
 
-    // A user tree node: tree 6's root, found through the root tree.
-    let block = user_tree_root(&img, 6);
+    // A user tree node: tree 1001's root, found through the root tree.
+    let block = user_tree_root(&img, 1001);
     flip_byte(&img, block + 100);
     let (out, _) = arbor_expect(&["check", path_str(&img)], 1);
     assert!(names_block(&out, block), "block {block} not named:\n{out}");
     assert!(out.contains("checksum mismatch"), "{out}");
-    assert!(out.contains("tree 6"), "{out}");
+    assert!(out.contains("tree 1001"), "{out}");
 
     // The root tree's root, found through the superblock.
     fs::write(&img, &before).unwrap();
@@ -375,7 +376,7 @@ fn check_names_a_corrupt_superblock_copy() {
     let (out, _) = arbor_expect(&["check", path_str(&img)], 1);
     assert!(out.contains("superblock copy 0"), "{out}");
     // Copy 1 still describes the filesystem, so the trees were checked.
-    assert!(out.contains("2 nodes"), "{out}");
+    assert!(out.contains("3 nodes"), "{out}");
 }
 
 #[test]
@@ -420,7 +421,7 @@ fn demo_runs_end_to_end() {
         out.lines().last().unwrap_or("").starts_with("demo OK"),
         "{out}"
     );
-    assert!(out.contains("tree 5 is unchanged"), "{out}");
+    assert!(out.contains("tree 1000 is unchanged"), "{out}");
     assert!(out.contains("no problems found"), "{out}");
 }
 

@@ -16,9 +16,9 @@ pub(crate) struct Allocator {
     cursor: u64,
     /// Freed this transaction, released at commit.
     pinned: Vec<(u64, u64)>,
-    /// Freed by a durable transaction but held until the owner says no reader can
-    /// still be using them.
-    held: Vec<(u64, u64)>,
+    /// Freed by a durable transaction (generation, bytenr, len) but held until the
+    /// owner says no reader can still be using them.
+    held: Vec<(u64, u64, u64)>,
 }
 
 impl Allocator {
@@ -87,16 +87,28 @@ impl Allocator {
         }
     }
 
-    /// The transaction is durable: pinned extents wait for [`Self::release_held`].
-    pub(crate) fn hold_pinned(&mut self) {
-        self.held.append(&mut self.pinned);
+    /// Transaction `generation` is durable: its pinned extents wait for
+    /// [`Self::release_held`].
+    pub(crate) fn hold_pinned(&mut self, generation: u64) {
+        let pinned = std::mem::take(&mut self.pinned);
+        self.held
+            .extend(pinned.into_iter().map(|(b, l)| (generation, b, l)));
     }
 
-    /// Held extents become free.
-    pub(crate) fn release_held(&mut self) {
-        for (b, l) in std::mem::take(&mut self.held) {
+    /// Extents held by transactions up to `generation` become free.
+    pub(crate) fn release_held(&mut self, generation: u64) {
+        let (free, keep) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|&(g, _, _)| g <= generation);
+        self.held = keep;
+        for (_, b, l) in free {
             self.release(b, l);
         }
+    }
+
+    /// True if some freed extents are held.
+    pub(crate) fn has_held(&self) -> bool {
+        !self.held.is_empty()
     }
 
     /// Bytes currently free for allocation (pinned bytes are not).
@@ -106,7 +118,8 @@ impl Allocator {
 
     /// Bytes pinned until the next commit.
     pub(crate) fn pinned_bytes(&self) -> u64 {
-        self.pinned.iter().chain(&self.held).map(|(_, l)| l).sum()
+        let pinned: u64 = self.pinned.iter().map(|(_, l)| l).sum();
+        pinned + self.held.iter().map(|(_, _, l)| l).sum::<u64>()
     }
 
     /// Finds and marks `len` bytes aligned to `align` bytes, searching from the cursor.

@@ -63,7 +63,7 @@ impl Engine {
         }
         self.dirty.clear();
         if self.cfg.hold_freed {
-            self.alloc.hold_pinned();
+            self.alloc.hold_pinned(txn_gen);
         } else {
             self.alloc.unpin_all();
         }

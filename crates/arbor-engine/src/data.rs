@@ -77,9 +77,15 @@ impl Engine {
         Arc::clone(&self.storage)
     }
 
-    /// Blocks freed by durable commits become reusable (with [`crate::Config::hold_freed`]).
-    pub fn release_freed(&mut self) {
-        self.alloc.release_held();
+    /// Blocks freed by durable commits up to `generation` become reusable (with
+    /// [`crate::Config::hold_freed`]).
+    pub fn release_freed(&mut self, generation: u64) {
+        self.alloc.release_held(generation);
+    }
+
+    /// True if blocks freed by durable commits wait for [`Self::release_freed`].
+    pub fn holds_freed(&self) -> bool {
+        self.alloc.has_held()
     }
 
     /// Calls the data-reference hook on every item of a leaf and changes each named

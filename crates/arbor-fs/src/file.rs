@@ -129,10 +129,7 @@ impl Fs {
         let end = offset.saturating_add(u64::from(size)).min(inode.size);
         let exts = extents_in(&e, self.tree, ino, offset, end)?;
         let storage = e.storage();
-        let _gate = self
-            .reuse_gate
-            .read()
-            .map_err(|_| FsError::Invalid("reuse gate poisoned".into()))?;
+        let _reading = self.reading(e.committed_generation());
         drop(e);
         let mut buf = vec![0u8; (end - offset) as usize];
         fill(&*storage, ino, &exts, offset, &mut buf)?;

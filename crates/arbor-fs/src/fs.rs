@@ -4,9 +4,9 @@
 //!
 //! Concurrency: the engine sits behind a read-write lock. Lookups and attribute reads
 //! share it; changes take it exclusively. Reads of file data look up their extents
-//! under the shared lock, then read and verify the blocks after letting it go; the
-//! `reuse_gate` keeps blocks freed by a commit from being reused while such a read is
-//! in flight.
+//! under the shared lock, then read and verify the blocks after letting it go. Blocks
+//! freed by a commit stay unused until every read that looked its blocks up before
+//! that commit is done (`readers`, by the generation each read saw).
 
 use crate::error::{FsError, Result};
 use crate::items::{
@@ -16,6 +16,7 @@ use crate::items::{
 use arbor_engine::storage::Storage;
 use arbor_engine::{Config, Engine, Key, MkfsOptions};
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The subvolume tree the filesystem lives in (btrfs's FS_TREE).
@@ -87,9 +88,9 @@ pub(crate) struct Txn<'a> {
 pub struct Fs {
     pub(crate) engine: RwLock<Engine>,
     pub(crate) tree: u64,
-    /// Held shared by data reads in flight; taken exclusively before freed blocks are
-    /// released for reuse.
-    pub(crate) reuse_gate: RwLock<()>,
+    /// Data reads in flight, counted by the committed generation they looked their
+    /// blocks up in.
+    pub(crate) readers: Mutex<BTreeMap<u64, usize>>,
     /// Open handles per inode; an unlinked inode lives until its count drops to zero.
     open: Mutex<HashMap<u64, u32>>,
     pub(crate) read_only: bool,
@@ -144,7 +145,7 @@ impl Fs {
         let fs = Fs {
             engine: RwLock::new(e),
             tree: FS_TREE,
-            reuse_gate: RwLock::new(()),
+            readers: Mutex::new(BTreeMap::new()),
             open: Mutex::new(HashMap::default()),
             read_only: opts.read_only,
         };
@@ -216,13 +217,53 @@ impl Fs {
 
     fn commit_locked(&self, e: &mut Engine) -> Result<()> {
         e.commit()?;
-        // Wait for data reads that looked up their blocks before this commit.
-        let _gate = self
-            .reuse_gate
-            .write()
-            .map_err(|_| FsError::Invalid("reuse gate poisoned".into()))?;
-        e.release_freed();
+        self.reclaim(e);
         Ok(())
+    }
+
+    /// Lets blocks freed by commits be reused once no read that may use them is in
+    /// flight. A read that saw generation `g` can only name blocks that commits after
+    /// `g` freed.
+    fn reclaim(&self, e: &mut Engine) {
+        let oldest = self
+            .readers
+            .lock()
+            .map(|r| r.keys().next().copied())
+            .unwrap_or(Some(0));
+        e.release_freed(oldest.unwrap_or(u64::MAX));
+    }
+
+    /// The periodic work of a mounted filesystem: commit if anything changed, and
+    /// free blocks whose last readers have finished.
+    pub fn periodic(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let (changes, held) = {
+            let e = self.read()?;
+            (e.has_changes(), e.holds_freed())
+        };
+        if changes {
+            self.sync()
+        } else if held {
+            let mut e = self.write()?;
+            self.reclaim(&mut e);
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Registers a data read that looked its blocks up in generation `generation`;
+    /// the guard unregisters it.
+    pub(crate) fn reading(&self, generation: u64) -> ReadGuard<'_> {
+        if let Ok(mut r) = self.readers.lock() {
+            *r.entry(generation).or_insert(0) += 1;
+        }
+        ReadGuard {
+            fs: self,
+            generation,
+        }
     }
 
     // ---- inodes ------------------------------------------------------------------
@@ -409,7 +450,14 @@ impl Fs {
         if report.is_clean() {
             let found = Engine::open(storage, engine_config(true))
                 .map_err(FsError::from)
-                .and_then(|e| crate::fsck::fsck(&e));
+                .and_then(|e| {
+                    // An image made by the engine alone has no filesystem to check.
+                    if e.tree_exists(FS_TREE) {
+                        crate::fsck::fsck(&e)
+                    } else {
+                        Ok(Vec::new())
+                    }
+                });
             match found {
                 Ok(problems) => report.problems.extend(problems),
                 Err(e) => report
@@ -423,6 +471,25 @@ impl Fs {
     /// The engine's generation of the last commit.
     pub fn committed_generation(&self) -> u64 {
         self.engine.read().map_or(0, |e| e.committed_generation())
+    }
+}
+
+/// A data read in flight (see [`Fs::reading`]).
+pub(crate) struct ReadGuard<'a> {
+    fs: &'a Fs,
+    generation: u64,
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.fs.readers.lock()
+            && let Some(n) = r.get_mut(&self.generation)
+        {
+            *n -= 1;
+            if *n == 0 {
+                r.remove(&self.generation);
+            }
+        }
     }
 }
 

@@ -88,9 +88,7 @@ impl Mounted {
             .name("arbor-commit".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    if fs.has_changes()
-                        && let Err(e) = fs.sync()
-                    {
+                    if let Err(e) = fs.periodic() {
                         tracing::error!("periodic commit failed: {e}");
                     }
                 }

@@ -38,9 +38,9 @@ pub const IMAGE_SIZE: u64 = 256 << 20;
 /// before taking it.
 const SLACK_NODES: u64 = 8;
 /// The tree the items go into.
-const ORIGINAL: u64 = 5;
+const ORIGINAL: u64 = 1000;
 /// The snapshot of it.
-const SNAPSHOT: u64 = 6;
+const SNAPSHOT: u64 = 1001;
 
 /// The state the steps share.
 struct Demo {
@@ -58,8 +58,8 @@ type Step = (&'static str, fn(&mut Demo) -> Result<()>);
 /// What the demo does, in order.
 const STEPS: &[Step] = &[
     ("mkfs a 256 MiB image", mkfs),
-    ("create tree 5 and fill it", fill),
-    ("snapshot tree 5 as tree 6", snapshot),
+    ("create tree 1000 and fill it", fill),
+    ("snapshot tree 1000 as tree 1001", snapshot),
     ("change items in the snapshot", modify),
     ("compare the two trees", compare),
     ("drop the snapshot", drop_snapshot),
@@ -234,7 +234,7 @@ fn verify(d: &Demo, tree: u64, want: impl Fn(u64) -> Vec<u8>) -> Result<()> {
 fn compare(d: &mut Demo) -> Result<()> {
     verify(d, ORIGINAL, original_value)?;
     println!(
-        "      tree 5 is unchanged: all {} items as first written",
+        "      tree 1000 is unchanged: all {} items as first written",
         d.items
     );
     verify(d, SNAPSHOT, |i| {
@@ -244,7 +244,7 @@ fn compare(d: &mut Demo) -> Result<()> {
             original_value(i)
         }
     })?;
-    println!("      tree 6 has the changes and shares the rest");
+    println!("      tree 1001 has the changes and shares the rest");
     Ok(())
 }
 
@@ -266,7 +266,7 @@ fn drop_snapshot(d: &mut Demo) -> Result<()> {
         human(before),
         human(s.used_bytes)
     );
-    ensure!(!e.tree_exists(SNAPSHOT), "tree 6 still exists");
+    ensure!(!e.tree_exists(SNAPSHOT), "tree 1001 still exists");
     // Trees are not canonical: the extent tree, which grew while the snapshot lived,
     // may keep a node or two more than before it.
     let slack = SLACK_NODES * u64::from(e.nodesize());
@@ -298,12 +298,15 @@ fn reopen_and_check(d: &mut Demo) -> Result<()> {
     d.engine = Some(Engine::open(Arc::new(dev), cfg)?);
     verify(d, ORIGINAL, original_value)?;
     let e = d.engine()?;
-    ensure!(!e.tree_exists(SNAPSHOT), "tree 6 came back after reopening");
+    ensure!(
+        !e.tree_exists(SNAPSHOT),
+        "tree 1001 came back after reopening"
+    );
     ensure!(
         e.space().used_bytes == used,
         "space used changed across reopening"
     );
-    println!("      reopened: tree 5 intact, tree 6 gone, space as before");
+    println!("      reopened: tree 1000 intact, tree 1001 gone, space as before");
     Ok(())
 }
 
