@@ -52,6 +52,7 @@
 set -Eeuo pipefail
 export LC_ALL=C
 
+caller_pwd=$PWD
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
@@ -77,6 +78,9 @@ Options (defaults; with --quick in brackets):
   --files N             files of the metadata workload (100000 [20000])
   --dirs N              directories they are spread over (10)
   --file-size BYTES     bytes in each of those files (1024)
+  --only GROUPS         run only these workload groups, comma-separated, from
+                        seq (seqwrite+seqread), rand (randread+randwrite),
+                        meta (create+stat+unlink), tree (cptree) (all)
   --tree DIR            source tree copied by cptree (~/.cargo/registry/src if present,
                         else this repository without target/ and .git/)
   --markdown FILE       write the results section into FILE (BENCHMARKS.md)
@@ -90,14 +94,16 @@ EOF
 
 # --- options ------------------------------------------------------------------------------
 quick=0 reps="" base_dir=/var/tmp image_size=8G seq_mib="" rand_file_mib="" rand_io_mib=""
-files="" dirs=10 file_size=1024 tree_src="" markdown=BENCHMARKS.md
+files="" dirs=10 file_size=1024 tree_src="" markdown=BENCHMARKS.md only=seq,rand,meta,tree
 orig_args=("$@")
 need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
+# A path given on the command line, relative to where the script was started.
+from_caller() { if [[ $1 = /* ]]; then echo "$1"; else echo "$caller_pwd/$1"; fi; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --quick) quick=1 ;;
     --reps) need_arg "$@"; reps=$2; shift ;;
-    --dir) need_arg "$@"; base_dir=$2; shift ;;
+    --dir) need_arg "$@"; base_dir=$(from_caller "$2"); shift ;;
     --image-size) need_arg "$@"; image_size=$2; shift ;;
     --seq-mib) need_arg "$@"; seq_mib=$2; shift ;;
     --rand-file-mib) need_arg "$@"; rand_file_mib=$2; shift ;;
@@ -105,8 +111,9 @@ while [[ $# -gt 0 ]]; do
     --files) need_arg "$@"; files=$2; shift ;;
     --dirs) need_arg "$@"; dirs=$2; shift ;;
     --file-size) need_arg "$@"; file_size=$2; shift ;;
-    --tree) need_arg "$@"; tree_src=$2; shift ;;
-    --markdown) need_arg "$@"; markdown=$2; shift ;;
+    --tree) need_arg "$@"; tree_src=$(from_caller "$2"); shift ;;
+    --only) need_arg "$@"; only=$2; shift ;;
+    --markdown) need_arg "$@"; markdown=$(from_caller "$2"); shift ;;
     --no-markdown) markdown="" ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -125,6 +132,12 @@ done
     die "--reps, --seq-mib, --rand-file-mib, --files and --dirs must be at least 1"
 ((rand_io_mib >= 1 && rand_io_mib <= rand_file_mib)) ||
     die "--rand-io-mib must be between 1 and --rand-file-mib ($rand_file_mib)"
+
+IFS=, read -r -a only_list <<<"$only"
+((${#only_list[@]})) || die "--only needs at least one of seq, rand, meta, tree"
+for g in "${only_list[@]}"; do
+    [[ $g =~ ^(seq|rand|meta|tree)$ ]] || die "--only: unknown group '$g' (seq, rand, meta, tree)"
+done
 
 arbor_kind=${ARBOR_STANDIN:-arbor}
 case "$arbor_kind" in
@@ -426,27 +439,40 @@ wl_cptree() {
     fs "$1" sync
 }
 
-workloads=(seqwrite seqread randread randwrite create stat unlink cptree)
 # The filesystems take turns group by group: a group's workloads run on one filesystem
 # back to back, so that each reads what it has just written with the same history behind
-# it (taking turns at every single workload made the first reader of a pair measurably
-# slower on a VM whose host still flushed the other's writes).
-groups=("seqwrite seqread" "randread randwrite" "create stat unlink" "cptree")
+# it. (Taking turns at every single workload, with btrfs in both roles, made whichever
+# filesystem read its 1 GiB file first ~2.5x slower than the second, in every run.)
+declare -A group_workloads=([seq]="seqwrite seqread" [rand]="randread randwrite"
+    [meta]="create stat unlink" [tree]="cptree")
+groups=() workloads=()
+for g in seq rand meta tree; do
+    if [[ ,$only, = *,$g,* ]]; then
+        groups+=("${group_workloads[$g]}")
+        read -r -a wls <<<"${group_workloads[$g]}"
+        workloads+=("${wls[@]}")
+    fi
+done
 
 # --- staging ------------------------------------------------------------------------------
 log "images in $work ($base_fs), staging in $stage"
-log "staging ${src_mib} MiB of random data"
-head -c "$((src_mib << 20))" /dev/urandom >"$stage/random"
-log "staging the source tree from $tree_src"
-mkdir "$stage/tree"
-if [[ $tree_is_repo = 1 ]]; then
-    tar -C "$tree_src" --exclude=./target --exclude=./.git -cf - . | tar -C "$stage/tree" -xf -
-else
-    cp -a "$tree_src/." "$stage/tree/"
+if [[ ,$only, = *,seq,* || ,$only, = *,rand,* ]]; then
+    log "staging ${src_mib} MiB of random data"
+    head -c "$((src_mib << 20))" /dev/urandom >"$stage/random"
 fi
-tree_entries=$(find "$stage/tree" | wc -l)
-tree_files=$(find "$stage/tree" -type f | wc -l)
-tree_bytes=$(find "$stage/tree" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+tree_entries=0 tree_files=0 tree_bytes=0
+if [[ ,$only, = *,tree,* ]]; then
+    log "staging the source tree from $tree_src"
+    mkdir "$stage/tree"
+    if [[ $tree_is_repo = 1 ]]; then
+        tar -C "$tree_src" --exclude=./target --exclude=./.git -cf - . | tar -C "$stage/tree" -xf -
+    else
+        cp -a "$tree_src/." "$stage/tree/"
+    fi
+    tree_entries=$(find "$stage/tree" | wc -l)
+    tree_files=$(find "$stage/tree" -type f | wc -l)
+    tree_bytes=$(find "$stage/tree" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+fi
 tree_mib=$(awk -v b="$tree_bytes" 'BEGIN { printf "%.3f", b / 1048576 }')
 
 # --- the run ------------------------------------------------------------------------------
@@ -490,8 +516,9 @@ declare -A desc=(
 )
 
 table() {
-    local wl unit target
-    echo "| workload | arbor (median) | btrfs (median) | arbor / btrfs | per-run ratios | target | verdict |"
+    local wl unit target arbor_col=arbor
+    [[ $arbor_kind = arbor ]] || arbor_col="arbor = $arbor_kind stand-in"
+    echo "| workload | $arbor_col (median) | btrfs (median) | arbor / btrfs | per-run ratios | target | verdict |"
     echo "|---|--:|--:|--:|--:|--:|---|"
     for wl in "${workloads[@]}"; do
         case "$wl" in
@@ -505,7 +532,7 @@ table() {
                 for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
                 return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
             }
-            function num(x) { return x >= 1000 ? sprintf("%.0f", x) : x >= 100 ? sprintf("%.0f", x) : x >= 10 ? sprintf("%.1f", x) : sprintf("%.2f", x) }
+            function num(x) { return x >= 100 ? sprintf("%.0f", x) : x >= 10 ? sprintf("%.1f", x) : sprintf("%.2f", x) }
             $2 == wl { rate[$3, $1] = $5 / $4; time[$3, $1] = $4; reps[$1] = 1 }
             END {
                 na = nb = nr = 0
@@ -534,6 +561,7 @@ table() {
 
 table_md=$(table)
 echo
+echo "Ratio = arbor speed / btrfs speed (medians of $reps run$([[ $reps = 1 ]] || echo s)); above 1 means arbor is faster."
 echo "$table_md"
 echo
 
