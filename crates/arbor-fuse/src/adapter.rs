@@ -26,6 +26,7 @@ pub struct Adapter {
     pub(crate) read_only: bool,
     /// Tells the kernel about changes it cannot see (the blocks a write allocated).
     pub(crate) notifier: Arc<OnceLock<fuser::Notifier>>,
+    pub(crate) stats: crate::stats::Stats,
 }
 
 fn caller(req: &Request, umask: u32) -> Caller {
@@ -91,20 +92,28 @@ impl fuser::Filesystem for Adapter {
             tracing::warn!("the kernel lacks FUSE capabilities {missing:?}");
             let _ = kc.add_capabilities(wanted - missing);
         }
+        tracing::info!(
+            "FUSE ABI {:?}: max_write 1048576, capabilities {:?}",
+            kc.kernel_abi(),
+            kc.capabilities() & wanted
+        );
         Ok(())
     }
 
     fn destroy(&mut self) {
+        tracing::info!("{}", self.stats.summary());
         if let Err(e) = self.fs.sync() {
             tracing::error!("final commit failed: {e}");
         }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.stats.request();
         self.entry(self.fs.lookup(to_ino(parent), name.as_bytes()), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.stats.request();
         match self.fs.getattr(to_ino(ino)) {
             Ok(i) => reply.attr(&self.ttl, &file_attr(&i)),
             Err(e) => reply.error(errno(&e)),
@@ -129,6 +138,7 @@ impl fuser::Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.stats.request();
         let set = SetAttr {
             mode,
             uid,
@@ -147,6 +157,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.stats.request();
         match self.fs.readlink(to_ino(ino)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -163,6 +174,7 @@ impl fuser::Filesystem for Adapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.stats.request();
         let r = self.ro().and_then(|()| {
             self.fs.create(
                 to_ino(parent),
@@ -185,6 +197,7 @@ impl fuser::Filesystem for Adapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        self.stats.request();
         let r = self.ro().and_then(|()| {
             self.fs.create(
                 to_ino(parent),
@@ -199,6 +212,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.stats.request();
         Self::empty(
             self.ro()
                 .and_then(|()| self.fs.unlink(to_ino(parent), name.as_bytes())),
@@ -207,6 +221,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.stats.request();
         Self::empty(
             self.ro()
                 .and_then(|()| self.fs.rmdir(to_ino(parent), name.as_bytes())),
@@ -222,6 +237,7 @@ impl fuser::Filesystem for Adapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        self.stats.request();
         let r = self.ro().and_then(|()| {
             self.fs.create(
                 to_ino(parent),
@@ -245,6 +261,7 @@ impl fuser::Filesystem for Adapter {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.stats.request();
         if flags.contains(fuser::RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::from_i32(libc::EINVAL));
         }
@@ -272,6 +289,7 @@ impl fuser::Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.stats.request();
         let r = self.ro().and_then(|()| {
             self.fs
                 .link(to_ino(ino), to_ino(newparent), newname.as_bytes())
@@ -280,6 +298,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.stats.request();
         let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         if writes && self.read_only {
             return reply.error(Errno::from_i32(libc::EROFS));
@@ -301,6 +320,7 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.stats.read(size as usize);
         match self.fs.read_file(to_ino(ino), offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
@@ -319,6 +339,7 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.stats.write(data.len());
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         match self
             .ro()
@@ -343,6 +364,7 @@ impl fuser::Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.stats.request();
         Self::empty(self.fs.release_inode(to_ino(ino)), reply);
     }
 
@@ -354,6 +376,7 @@ impl fuser::Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.stats.request();
         match self.fs.sync() {
             Ok(()) => {
                 reply.ok();
@@ -371,6 +394,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.stats.request();
         match self.fs.open_inode(to_ino(ino)) {
             Ok(i) if i.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => {
@@ -389,6 +413,7 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.stats.request();
         match self.fs.readdir(to_ino(ino), offset, 256) {
             Ok(list) => {
                 for d in list {
@@ -415,6 +440,7 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.stats.request();
         match self.fs.readdir(to_ino(ino), offset, 128) {
             Ok(list) => {
                 for d in list {
@@ -448,6 +474,7 @@ impl fuser::Filesystem for Adapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.stats.request();
         Self::empty(self.fs.release_inode(to_ino(ino)), reply);
     }
 
@@ -459,10 +486,12 @@ impl fuser::Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.stats.request();
         Self::empty(self.fs.sync(), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.stats.request();
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks,
@@ -488,6 +517,7 @@ impl fuser::Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.stats.request();
         let f = XattrFlags {
             create: flags & libc::XATTR_CREATE != 0,
             replace: flags & libc::XATTR_REPLACE != 0,
@@ -499,6 +529,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.stats.request();
         match self.fs.getxattr(to_ino(ino), name.as_bytes()) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() <= size as usize => reply.data(&v),
@@ -508,6 +539,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.stats.request();
         match self.fs.listxattr(to_ino(ino)) {
             Ok(names) => {
                 let mut buf = Vec::new();
@@ -528,6 +560,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.stats.request();
         let r = self
             .ro()
             .and_then(|()| self.fs.removexattr(to_ino(ino), name.as_bytes()));
@@ -544,6 +577,7 @@ impl fuser::Filesystem for Adapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        self.stats.request();
         let r = self.ro().and_then(|()| {
             let i = self.fs.create(
                 to_ino(parent),
@@ -577,6 +611,7 @@ impl fuser::Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.stats.request();
         let known =
             libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
         if mode & !known != 0 {
@@ -602,6 +637,7 @@ impl fuser::Filesystem for Adapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.stats.request();
         let data = match whence {
             libc::SEEK_DATA => true,
             libc::SEEK_HOLE => false,

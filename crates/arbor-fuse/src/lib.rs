@@ -7,6 +7,7 @@ mod adapter;
 mod attr;
 mod errno;
 mod session;
+mod stats;
 
 pub use errno::errno;
 pub use session::{MountConfig, Mounted, mount};

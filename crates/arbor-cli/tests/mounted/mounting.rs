@@ -148,3 +148,78 @@ fn wait_unlocked(image: &std::path::Path) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The kernel's side of the speed settings: several worker threads serve requests,
+/// writes arrive in 1 MiB requests, the writeback cache, parallel directory operations
+/// and readdirplus are on, and readahead is 1 MiB.
+#[test]
+fn requests_are_served_by_several_threads_in_1_mib_writes() {
+    let m = Mount::image("256M");
+    let mut daemon = arbor()
+        .args(["-v", "mount", "-f"])
+        .arg(&m.image)
+        .arg(&m.mnt)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .contains(&*m.mnt.to_string_lossy())
+    {
+        assert!(std::time::Instant::now() < deadline, "never mounted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let data = vec![0x3cu8; 16 << 20];
+    std::fs::write(m.path("big"), &data).unwrap();
+    std::fs::File::open(m.path("big"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let dir = m.path(&format!("d{t}"));
+            std::thread::spawn(move || {
+                std::fs::create_dir(&dir).unwrap();
+                for i in 0..300 {
+                    std::fs::write(dir.join(format!("f{i}")), b"x").unwrap();
+                    std::fs::metadata(dir.join(format!("f{i}"))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(&m.mnt).unwrap().dev();
+    let knob = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    assert_eq!(std::fs::read_to_string(&knob).unwrap().trim(), "1024");
+    ok(
+        Command::new("umount").arg(&m.mnt).output().unwrap(),
+        "umount",
+    );
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    for cap in [
+        "FUSE_WRITEBACK_CACHE",
+        "FUSE_PARALLEL_DIROPS",
+        "FUSE_POSIX_ACL",
+        "FUSE_DO_READDIRPLUS",
+    ] {
+        assert!(log.contains(cap), "{cap} not negotiated:\n{log}");
+    }
+    assert!(log.contains("largest write 1048576 bytes"), "{log}");
+    let threads: u32 = log
+        .split(" requests on ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(threads >= 2, "served by {threads} threads:\n{log}");
+}
