@@ -30,7 +30,8 @@
 # (arbor: and wait for the daemon to exit), sync, `echo 3 > /proc/sys/vm/drop_caches`
 # (the host page cache also holds the image files), mount again. For a FUSE filesystem a
 # remount is the only way to empty both the kernel's caches and the daemon's own.
-# "syncfs" is the per-filesystem sync_* function (`sync -f MOUNTPOINT`).
+# "syncfs" is the per-filesystem sync_* function (`sync -f MOUNTPOINT`; for arbor also
+# `arbor sync MOUNTPOINT`, since syncfs does not reach a FUSE daemon).
 #
 # Each filesystem is a set of shell functions (see "Filesystems under test" below):
 #   setup_KIND IMG MNT      make the filesystem on the (existing, sized) image and mount it
@@ -306,13 +307,17 @@ mount_arbor() {
 teardown_arbor() {
     # A FUSE umount returns before the daemon has committed and exited; wait for it, so
     # that the next mount (or the cleanup) never finds the image still in use.
-    "$arbor_bin" umount "$2" 2>/dev/null || umount "$2"
-    wait_released "$1" 300 || die "the arbor daemon still holds $1 300 s after umount"
+    # (`arbor umount` itself waits for the daemon's final commit.)
+    "$arbor_bin" umount --timeout 300 "$2"
+    wait_released "$1" 60 || die "the arbor daemon still holds $1 after umount"
 }
-# Caution: the fuser crate has no FUSE_SYNCFS, so syncfs on the mount only flushes the
-# kernel's dirty pages to the daemon. When arbor has a way to make a sync durable (syncfs
-# support, an `arbor sync`, or a commit on fsync of the root), call it here.
-sync_arbor() { sync -f "$1"; }
+# syncfs(2) on a FUSE mount only writes the kernel's dirty pages (writeback cache) to the
+# daemon; FUSE_SYNCFS never reaches it. `arbor sync` then fsyncs the root, which commits
+# the whole filesystem: together the same promise as btrfs's syncfs.
+sync_arbor() {
+    sync -f "$1"
+    "$arbor_bin" sync "$1"
+}
 
 # Dispatch on a role: fs ROLE ACTION.
 fs() {
@@ -608,7 +613,7 @@ section=$(
     echo
     echo "$table_md"
     echo
-    echo "Method. Source data comes from /dev/shm (random bytes, so zeros cannot be special-cased; the tree is staged there too). Every timed phase starts cold, whatever ran before it: unmount (arbor: wait until the daemon has exited), \`sync\`, \`echo 3 > /proc/sys/vm/drop_caches\` (the host page cache also holds the image files), mount again — for FUSE the only way to empty the daemon's caches as well as the kernel's. Random I/O: fio \`psync\`, queue depth 1, 4 KiB blocks, every block at most once (fio's random map), the same seed for both; IOPS = I/Os / wall time, the write including its final fsync. Small files: \`target/release/fsmeta\` (crates/arbor-bench/src/bin/fsmeta.rs), one thread, paths \`d{k}/f{i}\`. \"syncfs\" = \`sync -f\` on the mountpoint, inside the timing."
+    echo "Method. Source data comes from /dev/shm (random bytes, so zeros cannot be special-cased; the tree is staged there too). Every timed phase starts cold, whatever ran before it: unmount (arbor: wait until the daemon has exited), \`sync\`, \`echo 3 > /proc/sys/vm/drop_caches\` (the host page cache also holds the image files), mount again — for FUSE the only way to empty the daemon's caches as well as the kernel's. Random I/O: fio \`psync\`, queue depth 1, 4 KiB blocks, every block at most once (fio's random map), the same seed for both; IOPS = I/Os / wall time, the write including its final fsync. Small files: \`target/release/fsmeta\` (crates/arbor-bench/src/bin/fsmeta.rs), one thread, paths \`d{k}/f{i}\`. \"syncfs\" = \`sync -f\` on the mountpoint (arbor: followed by \`arbor sync\`, a commit, since syncfs does not reach a FUSE daemon), inside the timing."
     echo "<!-- fs-bench:end -->"
 )
 

@@ -155,7 +155,7 @@ fn wait_unlocked(image: &std::path::Path) {
 #[test]
 fn requests_are_served_by_several_threads_in_1_mib_writes() {
     let m = Mount::image("256M");
-    let mut daemon = arbor()
+    let daemon = arbor()
         .args(["-v", "mount", "-f"])
         .arg(&m.image)
         .arg(&m.mnt)
