@@ -26,6 +26,7 @@ impl Engine {
                 needed: len,
                 free: self.alloc.free_bytes(),
             })?;
+        self.changes_made += 1;
         self.add_ref(bytenr, len, EXTENT_FLAG_DATA, 1);
         Ok(bytenr)
     }
@@ -35,6 +36,7 @@ impl Engine {
     pub fn data_ref(&mut self, bytenr: u64, len: u64, delta: i64) -> Result<()> {
         self.check_writable()?;
         let len = round_up(len)?;
+        self.changes_made += 1;
         let r = self.data_ref_inner(bytenr, len, delta);
         self.poison_on_err(r)
     }

@@ -152,6 +152,8 @@ pub struct Engine {
     pub(crate) poisoned: Option<String>,
     /// The last commit's mirror superblocks were written but not yet flushed.
     pub(crate) mirrors_unflushed: bool,
+    /// Changes made through the public API so far (see [`Engine::changes_made`]).
+    pub(crate) changes_made: u64,
 }
 
 impl Drop for Engine {
@@ -210,6 +212,14 @@ impl Engine {
     /// Nodes of dropped trees whose references are still to be released.
     pub fn pending_drops(&self) -> usize {
         self.drops.len()
+    }
+
+    /// How many changes (inserts, deletes, allocations, reference changes, tree
+    /// creations, clones and drops) this handle has made. A layer that builds one
+    /// operation from several changes compares it before and after a failure: equal
+    /// means the failure changed nothing.
+    pub fn changes_made(&self) -> u64 {
+        self.changes_made
     }
 
     /// The allocator's view of space.
@@ -298,6 +308,7 @@ impl Engine {
             return Err(Error::TreeExists(tree));
         }
         self.ensure_space(1 + self.delete_reserve())?;
+        self.changes_made += 1;
         let bytenr = self.alloc_node()?;
         let node = Node {
             bytenr,
@@ -329,6 +340,7 @@ impl Engine {
             return Err(Error::TreeExists(dst));
         }
         self.ensure_space(0)?;
+        self.changes_made += 1;
         self.node_ref(root.bytenr, 1);
         self.set_root(dst, root);
         Ok(())
@@ -339,6 +351,7 @@ impl Engine {
     pub fn drop_tree(&mut self, tree: u64) -> Result<()> {
         self.check_writable()?;
         let root = self.user_root(tree)?;
+        self.changes_made += 1;
         self.enqueue_drop(root.bytenr, root.generation, root.level, 1)?;
         self.roots.remove(&tree);
         self.dirty_roots.insert(tree);
@@ -357,6 +370,7 @@ impl Engine {
         }
         let root = self.user_root(tree)?;
         self.ensure_space(2 * (u64::from(root.level) + 2) + 2 + self.delete_reserve())?;
+        self.changes_made += 1;
         let r = self.tree_insert(tree, key, value);
         self.poison_on_err(r)?;
         self.maybe_commit()
@@ -370,6 +384,7 @@ impl Engine {
             return Ok(false);
         }
         self.ensure_space(2 * (u64::from(root.level) + 2) + 2)?;
+        self.changes_made += 1;
         let r = self.tree_delete(tree, key);
         self.poison_on_err(r)?;
         self.maybe_commit()?;

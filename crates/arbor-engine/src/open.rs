@@ -107,6 +107,7 @@ impl Engine {
             extent_items: 0,
             poisoned: None,
             mirrors_unflushed: false,
+            changes_made: 0,
             sb,
         }
     }

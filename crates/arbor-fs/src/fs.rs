@@ -94,6 +94,10 @@ pub struct Fs {
     /// Open handles per inode; an unlinked inode lives until its count drops to zero.
     open: Mutex<HashMap<u64, u32>>,
     pub(crate) read_only: bool,
+    /// Set when a change failed half done: the running transaction must never be
+    /// committed, so every later change and commit fails; the image keeps the last
+    /// commit (like btrfs forcing itself read-only after an error).
+    poisoned: Mutex<Option<String>>,
 }
 
 fn engine_config(read_only: bool) -> Config {
@@ -148,6 +152,7 @@ impl Fs {
             readers: Mutex::new(BTreeMap::new()),
             open: Mutex::new(HashMap::default()),
             read_only: opts.read_only,
+            poisoned: Mutex::new(None),
         };
         if !opts.read_only {
             fs.reap_orphans()?;
@@ -167,6 +172,9 @@ impl Fs {
         if self.read_only {
             return Err(FsError::Engine(arbor_engine::Error::ReadOnly));
         }
+        if let Some(why) = self.poisoned.lock().ok().and_then(|p| p.clone()) {
+            return Err(FsError::Engine(arbor_engine::Error::Poisoned(why)));
+        }
         self.engine
             .write()
             .map_err(|_| FsError::Invalid("engine lock poisoned by a panic".into()))
@@ -179,8 +187,9 @@ impl Fs {
         }
     }
 
-    /// Runs `f` as one change. If it fails for lack of space while freed space waits
-    /// for a commit, commits and tries once more.
+    /// Runs `f` as one change. A failure that changed nothing leaves the filesystem
+    /// as it was; if it was for lack of space while freed space waits for a commit,
+    /// commits and tries once more. A failure half way through poisons the handle.
     pub(crate) fn change<T>(&self, mut f: impl FnMut(&mut Txn<'_>) -> Result<T>) -> Result<T> {
         let mut e = self.write()?;
         let mut t = Txn {
@@ -188,15 +197,31 @@ impl Fs {
             tree: self.tree,
             now: Time::now(),
         };
-        match f(&mut t) {
-            Err(FsError::Engine(arbor_engine::Error::NoSpace { .. }))
-                if t.e.space().pinned_bytes > 0 =>
-            {
-                self.commit_locked(t.e)?;
-                f(&mut t)
-            }
-            r => r,
+        let before = t.e.changes_made();
+        let mut r = f(&mut t);
+        if let Err(FsError::Engine(arbor_engine::Error::NoSpace { .. })) = &r
+            && t.e.changes_made() == before
+            && t.e.space().pinned_bytes > 0
+        {
+            self.commit_locked(t.e)?;
+            let before = t.e.changes_made();
+            r = f(&mut t);
+            return self.poison_if_half_done(t.e, before, r);
         }
+        self.poison_if_half_done(t.e, before, r)
+    }
+
+    fn poison_if_half_done<T>(&self, e: &Engine, before: u64, r: Result<T>) -> Result<T> {
+        if let Err(err) = &r
+            && e.changes_made() != before
+        {
+            let why = format!("a change failed half done: {err}");
+            tracing::error!("{why}; refusing further changes until remounted");
+            if let Ok(mut p) = self.poisoned.lock() {
+                p.get_or_insert(why);
+            }
+        }
+        r
     }
 
     // ---- durability --------------------------------------------------------------
@@ -369,15 +394,18 @@ impl Fs {
                 tree: self.tree,
                 now: Time::now(),
             };
-            match t.inode(ino) {
-                Ok(inode) if inode.nlink == 0 => {
-                    t.e.reserve(t.tree, 8, 0)?;
-                    t.delete_inode(&inode)?;
-                    t.e.delete(t.tree, key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, ino))?;
-                }
-                Ok(_) | Err(FsError::NotFound) => {}
-                Err(other) => return Err(other),
-            }
+            let before = t.e.changes_made();
+            let r = match t.inode(ino) {
+                Ok(inode) if inode.nlink == 0 => t.delete_inode(&inode).and_then(|()| {
+                    let orphan = key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, ino);
+                    t.e.delete(t.tree, orphan)
+                        .map(|_| ())
+                        .map_err(FsError::from)
+                }),
+                Ok(_) | Err(FsError::NotFound) => Ok(()),
+                Err(other) => Err(other),
+            };
+            return self.poison_if_half_done(t.e, before, r);
         }
         Ok(())
     }

@@ -287,3 +287,43 @@ fn a_full_device_fails_cleanly_and_deleting_makes_room() {
     fs.write_file(f, 0, &chunk, false).unwrap();
     assert_consistent(&dev, &fs);
 }
+
+#[test]
+fn a_change_that_fails_half_done_is_never_committed() {
+    use arbor_engine::{Config, Engine};
+    use arbor_fs::items::{encode_xattrs, key, name_hash, ty};
+    let (dev, fs) = fs_on(32 << 20);
+    mk(&fs, ROOT_INO, "kept", REG);
+    fs.sync().unwrap();
+    drop(fs);
+    // Forge a malformed default ACL on the root directory, past setxattr's checks.
+    let cfg = Config {
+        data_refs: Some(Arc::new(arbor_fs::FsDataRefs)),
+        ..Config::default()
+    };
+    let mut e = Engine::open(dev.clone(), cfg).unwrap();
+    let name = b"system.posix_acl_default";
+    let value = encode_xattrs(&[(name.to_vec(), vec![2, 0, 0, 0, 1])]);
+    e.insert(5, key(ROOT_INO, ty::XATTR_ITEM, name_hash(name)), &value)
+        .unwrap();
+    e.commit().unwrap();
+    drop(e);
+    let fs = Fs::open(dev.clone(), &FsOptions::default()).unwrap();
+    // Creating a file takes an inode number, then fails reading the ACL.
+    let err = fs
+        .create(ROOT_INO, b"new", REG, 0, who(), None)
+        .unwrap_err();
+    assert!(matches!(err, FsError::Invalid(_)), "{err}");
+    // From then on nothing is changed or committed.
+    assert!(fs.create(ROOT_INO, b"other", REG, 0, who(), None).is_err());
+    assert!(fs.sync().is_err());
+    assert!(fs.lookup(ROOT_INO, b"kept").is_ok(), "reads still work");
+    drop(fs);
+    let fs = Fs::open(dev.clone(), &FsOptions::default()).unwrap();
+    assert!(matches!(
+        fs.lookup(ROOT_INO, b"new"),
+        Err(FsError::NotFound)
+    ));
+    assert!(fs.lookup(ROOT_INO, b"kept").is_ok());
+    assert!(Fs::check_image(dev).is_clean());
+}
