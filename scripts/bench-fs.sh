@@ -44,12 +44,14 @@
 #   ARBOR_STANDIN=btrfs|ext4  let another filesystem play arbor's role (until arbor mounts)
 #   ARBOR_BIN=PATH            the arbor binary (default target/release/arbor, built here)
 #   ARBOR_MKFS_OPTS="..."     extra arguments of `arbor mkfs`
-#   ARBOR_MOUNT_OPTS="..."    extra arguments of `arbor mount`
+#   ARBOR_MOUNT_OPTS="..."    extra arguments of `arbor mount`, e.g. "-o threads=4"
 #   BTRFS_MOUNT_OPTS=OPTS     extra `-o` options of the btrfs mount (default none)
 #
 # Needs: bash >= 5, root, util-linux (mount, losetup, findmnt), btrfs-progs, fio,
 # coreutils, awk, cargo. Everything the run made (mounts, loop devices, images, the
-# staging directory in /dev/shm) is removed on exit, also after a failure or Ctrl-C.
+# staging directory in /dev/shm) is removed on exit, also after a failure or Ctrl-C; a step
+# that outlives --timeout fails the run, and an arbor daemon that still holds its image
+# then is killed (by pid).
 set -Eeuo pipefail
 export LC_ALL=C
 
@@ -84,6 +86,8 @@ Options (defaults; with --quick in brackets):
                         meta (create+stat+unlink), tree (cptree) (all)
   --tree DIR            source tree copied by cptree (~/.cargo/registry/src if present,
                         else this repository without target/ and .git/)
+  --timeout SECONDS     fail the run when one step (a mount, a workload, a sync) takes
+                        longer, e.g. because a daemon hangs (900)
   --markdown FILE       write the results section into FILE (BENCHMARKS.md)
   --no-markdown         only print the table
   -h, --help            this text
@@ -96,6 +100,7 @@ EOF
 # --- options ------------------------------------------------------------------------------
 quick=0 reps="" base_dir=/var/tmp image_size=8G seq_mib="" rand_file_mib="" rand_io_mib=""
 files="" dirs=10 file_size=1024 tree_src="" markdown=BENCHMARKS.md only=seq,rand,meta,tree
+phase_timeout=900
 orig_args=("$@")
 need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
 # A path given on the command line, relative to where the script was started.
@@ -114,6 +119,7 @@ while [[ $# -gt 0 ]]; do
     --file-size) need_arg "$@"; file_size=$2; shift ;;
     --tree) need_arg "$@"; tree_src=$(from_caller "$2"); shift ;;
     --only) need_arg "$@"; only=$2; shift ;;
+    --timeout) need_arg "$@"; phase_timeout=$2; shift ;;
     --markdown) need_arg "$@"; markdown=$(from_caller "$2"); shift ;;
     --no-markdown) markdown="" ;;
     -h | --help) usage; exit 0 ;;
@@ -126,11 +132,13 @@ if [[ $quick = 1 ]]; then
 else
     : "${reps:=3}" "${seq_mib:=1024}" "${rand_file_mib:=1024}" "${rand_io_mib:=256}" "${files:=100000}"
 fi
-for v in reps seq_mib rand_file_mib rand_io_mib files dirs file_size; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v//_/-} must be a whole number, not '${!v}'"
+for v in reps seq_mib rand_file_mib rand_io_mib files dirs file_size phase_timeout; do
+    opt=${v//_/-}
+    [[ $v = phase_timeout ]] && opt=timeout
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "--$opt must be a whole number, not '${!v}'"
 done
-((reps >= 1 && seq_mib >= 1 && rand_file_mib >= 1 && files >= 1 && dirs >= 1)) ||
-    die "--reps, --seq-mib, --rand-file-mib, --files and --dirs must be at least 1"
+((reps >= 1 && seq_mib >= 1 && rand_file_mib >= 1 && files >= 1 && dirs >= 1 && phase_timeout >= 1)) ||
+    die "--reps, --seq-mib, --rand-file-mib, --files, --dirs and --timeout must be at least 1"
 ((rand_io_mib >= 1 && rand_io_mib <= rand_file_mib)) ||
     die "--rand-io-mib must be between 1 and --rand-file-mib ($rand_file_mib)"
 
@@ -203,7 +211,8 @@ if [[ $arbor_kind = arbor ]]; then
 fi
 
 # --- scratch space and cleanup ------------------------------------------------------------
-work=$(mktemp -d "$base_dir/arbor-bench-fs.XXXXXX")
+# Resolved now, while nothing is mounted there: /proc/self/mountinfo names real paths.
+work=$(realpath -e "$(mktemp -d "$base_dir/arbor-bench-fs.XXXXXX")")
 stage=$(mktemp -d /dev/shm/arbor-bench-fs.XXXXXX)
 roles=(arbor btrfs)
 declare -A kind=([arbor]=$arbor_kind [btrfs]=btrfs)
@@ -238,28 +247,51 @@ wait_released() {
     return 1
 }
 
+# Whether something is mounted at $1, from /proc/self/mountinfo: stat(2) of a FUSE mount
+# whose daemon hangs would hang too, and mountpoint(1) says no for a dead daemon's mount.
+is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+
+# Runs a command that touches a filesystem under test, killing it if it takes longer than
+# --timeout seconds (a hung daemon must fail the run, not stall it).
+# --foreground keeps it in our process group, so that Ctrl-C reaches the command too.
+lim() { timeout --foreground -k 10 "$phase_timeout" "$@"; }
+
+# Unmounts role $1 whatever state it is in, and ends a daemon that still holds its image
+# (unmounted or not: a daemon that hangs in its final commit); used by the cleanup only.
+force_unmount() {
+    local m=${mnt[$1]} i=${img[$1]} pids
+    if is_mounted "$m"; then
+        log "cleanup: unmounting $m"
+        if [[ ${kind[$1]} = arbor ]]; then
+            timeout -k 5 60 "$arbor_bin" umount --timeout 60 "$m" 2>/dev/null
+        else
+            timeout -k 5 60 umount "$m"
+        fi
+    fi
+    if [[ -e $i ]] && ! wait_released "$i" 10; then
+        # Only our own daemons have our fresh image open.
+        pids=$(holders "$i" | tr '\n' ' ')
+        log "cleanup: processes $pids still hold $i; killing them"
+        # shellcheck disable=SC2086 # a list of pids
+        [[ -z $pids ]] || kill -KILL $pids
+        wait_released "$i" 30 || log "cleanup: $pids did not exit"
+    fi
+    if is_mounted "$m"; then
+        timeout -k 5 30 umount "$m" || umount -l "$m"
+    fi
+}
+
 cleanup() {
-    local rc=$? r pids loopdev
+    local rc=$? r loopdev
     set +e
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM ERR
     for r in "${roles[@]}"; do
-        if mountpoint -q "${mnt[$r]}" 2>/dev/null; then
-            log "cleanup: unmounting ${mnt[$r]}"
-            timeout 120 umount "${mnt[$r]}" || umount -l "${mnt[$r]}"
-        fi
-        if [[ -e ${img[$r]} ]] && ! wait_released "${img[$r]}" 60; then
-            # Only our own daemons have our fresh image open.
-            pids=$(holders "${img[$r]}" | tr '\n' ' ')
-            log "cleanup: processes $pids still hold ${img[$r]}; sending TERM"
-            # shellcheck disable=SC2086 # a list of pids
-            kill $pids
-            wait_released "${img[$r]}" 30 || log "cleanup: $pids did not exit"
-        fi
+        force_unmount "$r"
         for loopdev in $(losetup -j "${img[$r]}" -O NAME -n 2>/dev/null); do
             losetup -d "$loopdev"
         done
     done
-    if findmnt -rno TARGET | grep -q "^$work/"; then
+    if awk -v w="$work/" 'index($5, w) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
         log "cleanup: something is still mounted under $work; leaving it in place"
     else
         rm -rf "$work"
@@ -281,9 +313,9 @@ setup_btrfs() {
     mkfs.btrfs -f -q "$1" >/dev/null
     mount_btrfs "$@"
 }
-mount_btrfs() { mount -t btrfs -o "loop${btrfs_mount_opts:+,$btrfs_mount_opts}" "$1" "$2"; }
-teardown_btrfs() { umount "$2"; } # the loop device (autoclear) goes with the mount
-sync_btrfs() { sync -f "$1"; }
+mount_btrfs() { lim mount -t btrfs -o "loop${btrfs_mount_opts:+,$btrfs_mount_opts}" "$1" "$2"; }
+teardown_btrfs() { lim umount "$2"; } # the loop device (autoclear) goes with the mount
+sync_btrfs() { lim sync -f "$1"; }
 
 setup_ext4() {
     truncate -s "$image_size" "$1"
@@ -291,9 +323,9 @@ setup_ext4() {
     mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1"
     mount_ext4 "$@"
 }
-mount_ext4() { mount -t ext4 -o loop "$1" "$2"; }
-teardown_ext4() { umount "$2"; }
-sync_ext4() { sync -f "$1"; }
+mount_ext4() { lim mount -t ext4 -o loop "$1" "$2"; }
+teardown_ext4() { lim umount "$2"; }
+sync_ext4() { lim sync -f "$1"; }
 
 setup_arbor() {
     truncate -s "$image_size" "$1"
@@ -301,22 +333,28 @@ setup_arbor() {
     mount_arbor "$@"
 }
 mount_arbor() {
-    "$arbor_bin" mount "${arbor_mount_opts[@]}" "$1" "$2"
-    mountpoint -q "$2" || die "arbor mount returned but $2 is not a mountpoint"
+    lim "$arbor_bin" mount "${arbor_mount_opts[@]}" "$1" "$2"
+    is_mounted "$2" || die "arbor mount returned but $2 is not a mountpoint"
 }
 teardown_arbor() {
     # A FUSE umount returns before the daemon has committed and exited; wait for it, so
     # that the next mount (or the cleanup) never finds the image still in use.
     # (`arbor umount` itself waits for the daemon's final commit.)
-    "$arbor_bin" umount --timeout 300 "$2"
+    lim "$arbor_bin" umount --timeout 300 "$2"
     wait_released "$1" 60 || die "the arbor daemon still holds $1 after umount"
 }
 # syncfs(2) on a FUSE mount only writes the kernel's dirty pages (writeback cache) to the
 # daemon; FUSE_SYNCFS never reaches it. `arbor sync` then fsyncs the root, which commits
 # the whole filesystem: together the same promise as btrfs's syncfs.
+# An error from syncfs is reported, counted in the results, and not fatal: arbor's commit
+# is `arbor sync`, which must succeed.
 sync_arbor() {
-    sync -f "$1"
-    "$arbor_bin" sync "$1"
+    local err
+    if ! err=$(lim sync -f "$1" 2>&1); then
+        log "warning: syncfs on arbor failed: $err"
+        note "syncfs(2) on the arbor mount failed (${err##*: }); the commit by \`arbor sync\` that follows it succeeded"
+    fi
+    lim "$arbor_bin" sync "$1"
 }
 
 # Dispatch on a role: fs ROLE ACTION.
@@ -329,7 +367,7 @@ fs() {
 }
 
 drop_caches() {
-    sync
+    lim sync
     echo 3 >/proc/sys/vm/drop_caches
 }
 
@@ -352,6 +390,9 @@ timed() {
     elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')
 }
 
+# note TEXT: something observed during the run, listed (with a count) under the table.
+note() { echo "$*" >>"$work/notes"; }
+
 rep=0
 # record WORKLOAD ROLE AMOUNT UNIT: one measurement, AMOUNT units done in $elapsed s.
 record() {
@@ -367,25 +408,25 @@ rand_ops=$((rand_io_mib * 256))
 
 wl_seqwrite() {
     cold "$1"
-    timed dd if="$stage/random" of="${mnt[$1]}/seq" bs=1M count="$seq_mib" iflag=fullblock \
+    timed lim dd if="$stage/random" of="${mnt[$1]}/seq" bs=1M count="$seq_mib" iflag=fullblock \
         conv=fsync status=none
     record seqwrite "$1" "$seq_mib" MiB/s
 }
 
 wl_seqread() {
     cold "$1"
-    timed dd if="${mnt[$1]}/seq" of=/dev/null bs=1M status=none
+    timed lim dd if="${mnt[$1]}/seq" of=/dev/null bs=1M status=none
     record seqread "$1" "$seq_mib" MiB/s
-    cmp -s -n "$seq_bytes" "${mnt[$1]}/seq" "$stage/random" ||
+    lim cmp -s -n "$seq_bytes" "${mnt[$1]}/seq" "$stage/random" ||
         die "$1: the file read back differs from what was written"
-    rm "${mnt[$1]}/seq"
+    lim rm "${mnt[$1]}/seq"
     fs "$1" sync
 }
 
 # fio, checking that it issued every I/O it was asked for.
 run_fio() {
     local out=$work/fio.out issued
-    fio --output="$out" --filename="$1" "${@:2}" --bs=4k --ioengine=psync \
+    lim fio --output="$out" --filename="$1" "${@:2}" --bs=4k --ioengine=psync \
         --size="${rand_file_mib}M" --io_size="${rand_io_mib}M" --allow_file_create=0 \
         --randrepeat=1 --randseed=42 --invalidate=1 ||
         { cat "$out" >&2; die "fio failed"; }
@@ -394,7 +435,7 @@ run_fio() {
 }
 
 wl_randread() {
-    dd if="$stage/random" of="${mnt[$1]}/rand" bs=1M count="$rand_file_mib" iflag=fullblock \
+    lim dd if="$stage/random" of="${mnt[$1]}/rand" bs=1M count="$rand_file_mib" iflag=fullblock \
         conv=fsync status=none
     cold "$1"
     timed run_fio "${mnt[$1]}/rand" --name=randread --rw=randread
@@ -405,11 +446,11 @@ wl_randwrite() {
     cold "$1"
     timed run_fio "${mnt[$1]}/rand" --name=randwrite --rw=randwrite --end_fsync=1
     record randwrite "$1" "$rand_ops" IOPS
-    rm "${mnt[$1]}/rand"
+    lim rm "${mnt[$1]}/rand"
     fs "$1" sync
 }
 
-meta() { "$fsmeta" "$1" --dir "$2/meta" --files "$files" --dirs "$dirs" --size "$file_size" >/dev/null; }
+meta() { lim "$fsmeta" "$1" --dir "$2/meta" --files "$files" --dirs "$dirs" --size "$file_size" >/dev/null; }
 create_and_sync() { meta create "${mnt[$1]}" && fs "$1" sync; }
 unlink_and_sync() { meta unlink "${mnt[$1]}" && fs "$1" sync; }
 
@@ -431,16 +472,16 @@ wl_unlink() {
     record unlink "$1" "$files" files/s
 }
 
-copy_tree() { cp -a "$stage/tree" "${mnt[$1]}/tree" && fs "$1" sync; }
+copy_tree() { lim cp -a "$stage/tree" "${mnt[$1]}/tree" && fs "$1" sync; }
 
 wl_cptree() {
     cold "$1"
     timed copy_tree "$1"
     record cptree "$1" "$tree_mib" MiB/s
     local n
-    n=$(find "${mnt[$1]}/tree" | wc -l)
+    n=$(lim find "${mnt[$1]}/tree" | wc -l)
     [[ $n = "$tree_entries" ]] || die "$1: the copied tree has $n entries, the source $tree_entries"
-    rm -rf "${mnt[$1]}/tree"
+    lim rm -rf "${mnt[$1]}/tree"
     fs "$1" sync
 }
 
@@ -565,6 +606,10 @@ table() {
 }
 
 table_md=$(table)
+if [[ -s $work/notes ]]; then
+    echo
+    sort "$work/notes" | uniq -c | awk '{ n = $1; $1 = ""; printf "note:%s (%d time%s)\n", $0, n, n == 1 ? "" : "s" }'
+fi
 echo
 echo "Ratio = arbor speed / btrfs speed (medians of $reps run$([[ $reps = 1 ]] || echo s)); above 1 means arbor is faster."
 echo "$table_md"
@@ -609,10 +654,16 @@ section=$(
     echo
     echo "    $cmd"
     echo
-    echo "**Ratio = arbor speed / btrfs speed (throughput, IOPS or files per second, medians); above 1 means arbor is faster.** Raw numbers are rates with the median wall-clock time in brackets; the machine is shared and noisy, so only the ratios carry over. Targets from the issue: sequential throughput ≥ 0.7× btrfs, metadata ≥ 0.5× btrfs."
+    echo "**Ratio = arbor speed / btrfs speed (throughput, IOPS or files per second, medians); above 1 means arbor is faster.** Raw numbers are rates with the median wall-clock time in brackets; the machine is shared and noisy, so only the ratios carry over (\`ARBOR_STANDIN=btrfs\` shows its noise floor: btrfs in both columns). Targets from the issue: sequential throughput ≥ 0.7× btrfs, metadata ≥ 0.5× btrfs."
     echo
     echo "$table_md"
     echo
+    if [[ -s $work/notes ]]; then
+        echo "Observed during the run:"
+        echo
+        sort "$work/notes" | uniq -c | awk '{ n = $1; $1 = ""; printf "-%s (%d time%s).\n", $0, n, n == 1 ? "" : "s" }'
+        echo
+    fi
     echo "Method. Source data comes from /dev/shm (random bytes, so zeros cannot be special-cased; the tree is staged there too). Every timed phase starts cold, whatever ran before it: unmount (arbor: wait until the daemon has exited), \`sync\`, \`echo 3 > /proc/sys/vm/drop_caches\` (the host page cache also holds the image files), mount again — for FUSE the only way to empty the daemon's caches as well as the kernel's. Random I/O: fio \`psync\`, queue depth 1, 4 KiB blocks, every block at most once (fio's random map), the same seed for both; IOPS = I/Os / wall time, the write including its final fsync. Small files: \`target/release/fsmeta\` (crates/arbor-bench/src/bin/fsmeta.rs), one thread, paths \`d{k}/f{i}\`. \"syncfs\" = \`sync -f\` on the mountpoint (arbor: followed by \`arbor sync\`, a commit, since syncfs does not reach a FUSE daemon), inside the timing."
     echo "<!-- fs-bench:end -->"
 )
