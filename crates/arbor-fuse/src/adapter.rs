@@ -108,12 +108,16 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.stats.request();
+        self.stats.request("lookup");
         self.entry(self.fs.lookup(to_ino(parent), name.as_bytes()), reply);
     }
 
+    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
+        self.stats.request("forget");
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.stats.request();
+        self.stats.request("getattr");
         match self.fs.getattr(to_ino(ino)) {
             Ok(i) => reply.attr(&self.ttl, &file_attr(&i)),
             Err(e) => reply.error(errno(&e)),
@@ -138,7 +142,7 @@ impl fuser::Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.stats.request();
+        self.stats.request("setattr");
         let set = SetAttr {
             mode,
             uid,
@@ -152,12 +156,25 @@ impl fuser::Filesystem for Adapter {
         };
         match self.ro().and_then(|()| self.fs.setattr(to_ino(ino), &set)) {
             Ok(i) => reply.attr(&self.ttl, &file_attr(&i)),
+            // With the writeback cache the kernel writes an inode's times back when it
+            // syncs, even after the inode was unlinked and freed here. Failing that
+            // would fail syncfs(2); the times of a deleted inode do not matter.
+            Err(FsError::NotFound)
+                if mode.is_none() && uid.is_none() && gid.is_none() && size.is_none() =>
+            {
+                let gone = arbor_fs::Inode {
+                    ino: to_ino(ino),
+                    mode: libc::S_IFREG,
+                    ..Default::default()
+                };
+                reply.attr(&Duration::ZERO, &file_attr(&gone));
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.stats.request();
+        self.stats.request("readlink");
         match self.fs.readlink(to_ino(ino)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -174,7 +191,7 @@ impl fuser::Filesystem for Adapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.stats.request();
+        self.stats.request("mknod");
         let r = self.ro().and_then(|()| {
             self.fs.create(
                 to_ino(parent),
@@ -197,7 +214,7 @@ impl fuser::Filesystem for Adapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.stats.request();
+        self.stats.request("mkdir");
         let r = self.ro().and_then(|()| {
             self.fs.create(
                 to_ino(parent),
@@ -212,7 +229,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.stats.request();
+        self.stats.request("unlink");
         Self::empty(
             self.ro()
                 .and_then(|()| self.fs.unlink(to_ino(parent), name.as_bytes())),
@@ -221,7 +238,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.stats.request();
+        self.stats.request("rmdir");
         Self::empty(
             self.ro()
                 .and_then(|()| self.fs.rmdir(to_ino(parent), name.as_bytes())),
@@ -237,7 +254,7 @@ impl fuser::Filesystem for Adapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        self.stats.request();
+        self.stats.request("symlink");
         let r = self.ro().and_then(|()| {
             self.fs.create(
                 to_ino(parent),
@@ -261,7 +278,7 @@ impl fuser::Filesystem for Adapter {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.stats.request();
+        self.stats.request("rename");
         if flags.contains(fuser::RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::from_i32(libc::EINVAL));
         }
@@ -289,7 +306,7 @@ impl fuser::Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.stats.request();
+        self.stats.request("link");
         let r = self.ro().and_then(|()| {
             self.fs
                 .link(to_ino(ino), to_ino(newparent), newname.as_bytes())
@@ -298,7 +315,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.stats.request();
+        self.stats.request("open");
         let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         if writes && self.read_only {
             return reply.error(Errno::from_i32(libc::EROFS));
@@ -364,7 +381,7 @@ impl fuser::Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.stats.request();
+        self.stats.request("release");
         Self::empty(self.fs.release_inode(to_ino(ino)), reply);
     }
 
@@ -376,7 +393,7 @@ impl fuser::Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.stats.request();
+        self.stats.request("fsync");
         match self.fs.sync() {
             Ok(()) => {
                 reply.ok();
@@ -394,7 +411,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.stats.request();
+        self.stats.request("opendir");
         match self.fs.open_inode(to_ino(ino)) {
             Ok(i) if i.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => {
@@ -413,7 +430,7 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.stats.request();
+        self.stats.request("readdir");
         match self.fs.readdir(to_ino(ino), offset, 256) {
             Ok(list) => {
                 for d in list {
@@ -440,7 +457,7 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.stats.request();
+        self.stats.request("readdirplus");
         match self.fs.readdir(to_ino(ino), offset, 128) {
             Ok(list) => {
                 for d in list {
@@ -474,7 +491,7 @@ impl fuser::Filesystem for Adapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.stats.request();
+        self.stats.request("releasedir");
         Self::empty(self.fs.release_inode(to_ino(ino)), reply);
     }
 
@@ -486,12 +503,12 @@ impl fuser::Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.stats.request();
+        self.stats.request("fsyncdir");
         Self::empty(self.fs.sync(), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.stats.request();
+        self.stats.request("statfs");
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks,
@@ -517,7 +534,7 @@ impl fuser::Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.stats.request();
+        self.stats.request("setxattr");
         let f = XattrFlags {
             create: flags & libc::XATTR_CREATE != 0,
             replace: flags & libc::XATTR_REPLACE != 0,
@@ -529,7 +546,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.stats.request();
+        self.stats.request("getxattr");
         match self.fs.getxattr(to_ino(ino), name.as_bytes()) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() <= size as usize => reply.data(&v),
@@ -539,7 +556,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.stats.request();
+        self.stats.request("listxattr");
         match self.fs.listxattr(to_ino(ino)) {
             Ok(names) => {
                 let mut buf = Vec::new();
@@ -560,7 +577,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.stats.request();
+        self.stats.request("removexattr");
         let r = self
             .ro()
             .and_then(|()| self.fs.removexattr(to_ino(ino), name.as_bytes()));
@@ -577,7 +594,7 @@ impl fuser::Filesystem for Adapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        self.stats.request();
+        self.stats.request("create");
         let r = self.ro().and_then(|()| {
             let i = self.fs.create(
                 to_ino(parent),
@@ -611,7 +628,7 @@ impl fuser::Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.stats.request();
+        self.stats.request("fallocate");
         let known =
             libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
         if mode & !known != 0 {
@@ -637,7 +654,7 @@ impl fuser::Filesystem for Adapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        self.stats.request();
+        self.stats.request("lseek");
         let data = match whence {
             libc::SEEK_DATA => true,
             libc::SEEK_HOLE => false,
