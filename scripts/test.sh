@@ -39,6 +39,9 @@ scripts/fs-suite.sh
 step "engine benchmark smoke run (arbor vs redb, --quick)"
 cargo run --release --locked -q -p arbor-bench -- --quick
 
+step "filesystem benchmark smoke run (arbor vs btrfs, --quick)"
+scripts/bench-fs.sh --quick --no-markdown
+
 if [ "${ARBOR_LONG:-}" = 1 ]; then
     step "fuzzing (ARBOR_LONG=1): every target for ${FUZZ_SECONDS:=300} s"
     FUZZ_SECONDS="$FUZZ_SECONDS" scripts/fuzz.sh

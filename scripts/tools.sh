@@ -5,7 +5,9 @@
 #
 #   Debian packages: libacl1-dev (pjdfstest links libacl through the exacl crate, whose
 #                    prebuilt bindings need no bindgen/clang), acl (setfacl/getfacl),
-#                    fio, gcc + libc6-dev (cargo links through cc).
+#                    fio, gcc + libc6-dev (cargo links through cc), btrfs-progs
+#                    (mkfs.btrfs for scripts/bench-fs.sh), util-linux (setpriv for the
+#                    mounted tests).
 #                    `apt-get update` runs only when one of them is missing.
 #   Rust tools:      pjdfstest and fsx (fsx-rs), pinned, `cargo install --locked` into
 #                    ./tools (git-ignored), binaries in tools/bin. Each is installed only
@@ -18,7 +20,7 @@ cd "$repo"
 
 PJDFSTEST_VERSION=0.2.2
 FSX_VERSION=0.3.2
-DEB_PACKAGES=(libacl1-dev acl fio gcc libc6-dev)
+DEB_PACKAGES=(libacl1-dev acl fio gcc libc6-dev btrfs-progs util-linux)
 
 step() { printf '==> %s\n' "$*"; }
 
