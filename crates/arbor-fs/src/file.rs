@@ -91,23 +91,36 @@ fn fill(
                 let b0 = (s - fo) / BLOCK;
                 let b1 = (t - fo).div_ceil(BLOCK);
                 let at = fe.disk_bytenr + fe.offset + b0 * BLOCK;
-                let mut raw = vec![0u8; ((b1 - b0) * BLOCK) as usize];
-                storage
-                    .read_at(at, &mut raw)
-                    .map_err(|source| FsError::Io { offset: at, source })?;
-                for (i, block) in raw.chunks(BLOCK as usize).enumerate() {
-                    let b = b0 as usize + i;
-                    if csums.get(b) != Some(&crc32c::crc32c(block)) {
-                        return Err(FsError::Checksum {
-                            ino,
-                            offset: fo + b as u64 * BLOCK,
-                            bytenr: fe.disk_bytenr + fe.offset + b as u64 * BLOCK,
-                        });
+                let verify = |raw: &[u8]| -> Result<()> {
+                    for (i, block) in raw.chunks(BLOCK as usize).enumerate() {
+                        let b = b0 as usize + i;
+                        if csums.get(b) != Some(&crc32c::crc32c(block)) {
+                            return Err(FsError::Checksum {
+                                ino,
+                                offset: fo + b as u64 * BLOCK,
+                                bytenr: fe.disk_bytenr + fe.offset + b as u64 * BLOCK,
+                            });
+                        }
                     }
+                    Ok(())
+                };
+                let dst = &mut buf[(s - start) as usize..(t - start) as usize];
+                if (s - fo).is_multiple_of(BLOCK) && (t - fo).is_multiple_of(BLOCK) {
+                    // Whole blocks: read straight into the caller's buffer. On a bad
+                    // checksum the buffer is discarded with the error.
+                    storage
+                        .read_at(at, dst)
+                        .map_err(|source| FsError::Io { offset: at, source })?;
+                    verify(dst)?;
+                } else {
+                    let mut raw = vec![0u8; ((b1 - b0) * BLOCK) as usize];
+                    storage
+                        .read_at(at, &mut raw)
+                        .map_err(|source| FsError::Io { offset: at, source })?;
+                    verify(&raw)?;
+                    let from = (s - fo - b0 * BLOCK) as usize;
+                    dst.copy_from_slice(&raw[from..from + (t - s) as usize]);
                 }
-                let from = (s - fo - b0 * BLOCK) as usize;
-                buf[(s - start) as usize..(t - start) as usize]
-                    .copy_from_slice(&raw[from..from + (t - s) as usize]);
             }
         }
     }
