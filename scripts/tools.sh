@@ -7,7 +7,7 @@
 #                    prebuilt bindings need no bindgen/clang), acl (setfacl/getfacl),
 #                    fio, gcc + libc6-dev (cargo links through cc), btrfs-progs
 #                    (mkfs.btrfs for scripts/bench-fs.sh), util-linux (setpriv for the
-#                    mounted tests).
+#                    mounted tests), fuse3 (fusermount3, to test unmounting with it).
 #                    `apt-get update` runs only when one of them is missing.
 #   Rust tools:      pjdfstest and fsx (fsx-rs), pinned, `cargo install --locked` into
 #                    ./tools (git-ignored), binaries in tools/bin. Each is installed only
@@ -20,7 +20,7 @@ cd "$repo"
 
 PJDFSTEST_VERSION=0.2.2
 FSX_VERSION=0.3.2
-DEB_PACKAGES=(libacl1-dev acl fio gcc libc6-dev btrfs-progs util-linux)
+DEB_PACKAGES=(libacl1-dev acl fio gcc libc6-dev btrfs-progs util-linux fuse3)
 
 step() { printf '==> %s\n' "$*"; }
 

@@ -63,8 +63,21 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let Some(image) = source else {
         bail!("{} is not a FUSE mount", args.mountpoint.display());
     };
-    nix::mount::umount(&args.mountpoint)
-        .with_context(|| format!("cannot unmount {}", args.mountpoint.display()))?;
+    // A file closed just before may still have its release in flight to the daemon,
+    // which keeps the mount busy for a moment: retry briefly on EBUSY.
+    let busy_until = Instant::now() + Duration::from_secs(3);
+    loop {
+        match nix::mount::umount(&args.mountpoint) {
+            Ok(()) => break,
+            Err(nix::errno::Errno::EBUSY) if Instant::now() < busy_until => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot unmount {}", args.mountpoint.display()));
+            }
+        }
+    }
     // The daemon holds the image's lock until its final commit is done.
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     if image.exists() {

@@ -105,10 +105,7 @@ fn the_mount_helper_serves_mount_t_and_fstab() {
     ok(out, "mount -t fuse.arbor");
     m.mounted = true;
     std::fs::write(m.path("via-helper"), b"1").unwrap();
-    ok(
-        Command::new("umount").arg(&m.mnt).output().unwrap(),
-        "umount",
-    );
+    retry_while_busy(Command::new("umount").arg(&m.mnt), "umount");
     // Plain umount returns before the daemon's final commit; arbor check waits for
     // nothing, so wait for the lock to be free first.
     wait_unlocked(&m.image);
@@ -199,10 +196,7 @@ fn requests_are_served_by_several_threads_in_1_mib_writes() {
         nix::sys::stat::minor(dev)
     );
     assert_eq!(std::fs::read_to_string(&knob).unwrap().trim(), "1024");
-    ok(
-        Command::new("umount").arg(&m.mnt).output().unwrap(),
-        "umount",
-    );
+    retry_while_busy(Command::new("umount").arg(&m.mnt), "umount");
     let out = daemon.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let log = String::from_utf8_lossy(&out.stderr);
@@ -222,4 +216,43 @@ fn requests_are_served_by_several_threads_in_1_mib_writes() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(threads >= 2, "served by {threads} threads:\n{log}");
+}
+
+/// Plain umount(8) and fusermount3 -u end the daemon too, after its final commit.
+#[test]
+fn umount_and_fusermount3_commit_and_end_the_daemon() {
+    let mut m = Mount::new("128M", "commit=3600");
+    std::fs::write(m.path("a"), b"by umount").unwrap();
+    retry_while_busy(Command::new("umount").arg(&m.mnt), "umount");
+    wait_unlocked(&m.image);
+    m.mounted = false;
+    assert!(m.daemon_pid().is_none());
+    m.mount("commit=3600");
+    assert_eq!(std::fs::read(m.path("a")).unwrap(), b"by umount");
+    std::fs::write(m.path("b"), b"by fusermount3").unwrap();
+    retry_while_busy(
+        Command::new("fusermount3").arg("-u").arg(&m.mnt),
+        "fusermount3 -u (Debian package fuse3, installed by scripts/tools.sh)",
+    );
+    wait_unlocked(&m.image);
+    m.mounted = false;
+    assert!(m.check().contains("no problems found"));
+    m.mount("");
+    assert_eq!(std::fs::read(m.path("b")).unwrap(), b"by fusermount3");
+}
+
+/// Runs an unmount command, again while it fails with EBUSY: the release of a file
+/// closed just before may still be in flight to the daemon (the kernel sends it
+/// asynchronously and the mount stays busy until it is answered).
+fn retry_while_busy(cmd: &mut Command, what: &str) {
+    for _ in 0..100 {
+        let out = cmd.output().expect(what);
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("busy"), "{what} failed: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{what}: still busy after 2 s");
 }
