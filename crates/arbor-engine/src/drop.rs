@@ -66,7 +66,9 @@ impl Engine {
             return Ok(Vec::new());
         }
         let mut children = Vec::new();
-        if level == 0 && self.cfg.data_refs.is_some() {
+        // A freed branch's children lose a reference; so do the data extents a freed
+        // leaf names (only read when something defines data references).
+        if level > 0 || self.cfg.data_refs.is_some() {
             let at = ChildRef {
                 bytenr,
                 generation,
@@ -74,22 +76,15 @@ impl Engine {
                 lo: None,
                 hi: None,
             };
-            if let Body::Leaf(leaf) = &self.read_node(objectid::DROP_QUEUE, &at)?.body {
-                let items: Vec<(Key, Vec<u8>)> =
-                    leaf.iter().map(|(k, v)| (k, v.to_vec())).collect();
-                self.leaf_data_refs(objectid::DROP_QUEUE, &items, -1)?;
-            }
-        }
-        if level > 0 {
-            let at = ChildRef {
-                bytenr,
-                generation,
-                level,
-                lo: None,
-                hi: None,
-            };
-            if let Body::Branch(ptrs) = &self.read_node(objectid::DROP_QUEUE, &at)?.body {
-                children.extend(ptrs.iter().map(|p| (p.bytenr, p.generation)));
+            match &self.read_node(objectid::DROP_QUEUE, &at)?.body {
+                Body::Branch(ptrs) => {
+                    children.extend(ptrs.iter().map(|p| (p.bytenr, p.generation)));
+                }
+                Body::Leaf(leaf) => {
+                    let items: Vec<(Key, Vec<u8>)> =
+                        leaf.iter().map(|(k, v)| (k, v.to_vec())).collect();
+                    self.leaf_data_refs(objectid::DROP_QUEUE, &items, -1)?;
+                }
             }
         }
         self.add_ref(bytenr, ns, EXTENT_FLAG_TREE_BLOCK, 1 - count as i64);

@@ -405,30 +405,24 @@ impl Txn<'_> {
                 }
                 continue;
             }
-            let fend = fo + fe.num_bytes;
             self.e
                 .delete(self.tree, key(inode.ino, ty::EXTENT_DATA, fo))?;
             inode.nbytes = inode.nbytes.saturating_sub(fe.num_bytes);
             let mut pieces = 0i64;
-            if fo < from {
-                let left = fe.slice(0, from - fo);
-                self.e.insert(
-                    self.tree,
-                    key(inode.ino, ty::EXTENT_DATA, fo),
-                    &left.encode(),
-                )?;
-                inode.nbytes += left.num_bytes;
-                pieces += 1;
-            }
-            if fend > to {
-                let right = fe.slice(to - fo, fe.num_bytes);
-                self.e.insert(
-                    self.tree,
-                    key(inode.ino, ty::EXTENT_DATA, to),
-                    &right.encode(),
-                )?;
-                inode.nbytes += right.num_bytes;
-                pieces += 1;
+            // What stays of the extent on either side of the hole: the part before
+            // `from` (if it starts before) and the part after `to` (if it ends after).
+            let sides = [
+                (fo, 0, from.saturating_sub(fo)),
+                (to, to.saturating_sub(fo), fe.num_bytes),
+            ];
+            for (at, from_in, to_in) in sides {
+                if from_in < to_in {
+                    let piece = fe.slice(from_in, to_in);
+                    let k = key(inode.ino, ty::EXTENT_DATA, at);
+                    self.e.insert(self.tree, k, &piece.encode())?;
+                    inode.nbytes += piece.num_bytes;
+                    pieces += 1;
+                }
             }
             if pieces != 1 {
                 self.e.data_ref(fe.disk_bytenr, fe.disk_len, pieces - 1)?;

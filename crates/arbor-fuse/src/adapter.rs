@@ -59,6 +59,29 @@ impl Adapter {
         }
     }
 
+    /// Creates a node of any kind in `parent` for the caller.
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u64,
+        target: Option<&[u8]>,
+    ) -> Result<arbor_fs::Inode, FsError> {
+        self.ro()?;
+        self.fs.create(
+            to_ino(parent),
+            name.as_bytes(),
+            mode,
+            rdev,
+            caller(req, umask),
+            target,
+        )
+    }
+
     fn ro(&self) -> Result<(), FsError> {
         if self.read_only {
             Err(FsError::Engine(arbor_engine::Error::ReadOnly))
@@ -192,17 +215,10 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         self.stats.request("mknod");
-        let r = self.ro().and_then(|()| {
-            self.fs.create(
-                to_ino(parent),
-                name.as_bytes(),
-                mode,
-                u64::from(rdev),
-                caller(req, umask),
-                None,
-            )
-        });
-        self.entry(r, reply);
+        self.entry(
+            self.make(req, parent, name, mode, umask, rdev.into(), None),
+            reply,
+        );
     }
 
     fn mkdir(
@@ -215,17 +231,8 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         self.stats.request("mkdir");
-        let r = self.ro().and_then(|()| {
-            self.fs.create(
-                to_ino(parent),
-                name.as_bytes(),
-                libc::S_IFDIR | (mode & 0o7777),
-                0,
-                caller(req, umask),
-                None,
-            )
-        });
-        self.entry(r, reply);
+        let mode = libc::S_IFDIR | (mode & 0o7777);
+        self.entry(self.make(req, parent, name, mode, umask, 0, None), reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -255,16 +262,8 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         self.stats.request("symlink");
-        let r = self.ro().and_then(|()| {
-            self.fs.create(
-                to_ino(parent),
-                link_name.as_bytes(),
-                libc::S_IFLNK | 0o777,
-                0,
-                caller(req, 0),
-                Some(target.as_os_str().as_bytes()),
-            )
-        });
+        let target = Some(target.as_os_str().as_bytes());
+        let r = self.make(req, parent, link_name, libc::S_IFLNK | 0o777, 0, 0, target);
         self.entry(r, reply);
     }
 
@@ -595,17 +594,10 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyCreate,
     ) {
         self.stats.request("create");
-        let r = self.ro().and_then(|()| {
-            let i = self.fs.create(
-                to_ino(parent),
-                name.as_bytes(),
-                libc::S_IFREG | (mode & 0o7777),
-                0,
-                caller(req, umask),
-                None,
-            )?;
-            self.fs.open_inode(i.ino)
-        });
+        let mode = libc::S_IFREG | (mode & 0o7777);
+        let r = self
+            .make(req, parent, name, mode, umask, 0, None)
+            .and_then(|i| self.fs.open_inode(i.ino));
         match r {
             Ok(i) => reply.created(
                 &self.ttl,
