@@ -164,6 +164,9 @@ impl Fs {
             if dir.nlink == 0 {
                 return Err(FsError::NotFound);
             }
+            if mode & S_IFMT == S_IFDIR && dir.nlink >= MAX_LINKS {
+                return Err(FsError::TooManyLinks);
+            }
             if find_in_dir(t.e, t.tree, parent, name)?.is_some() {
                 return Err(FsError::Exists);
             }
@@ -276,7 +279,7 @@ impl Fs {
             }
             t.remove_entry(&mut dir, &entry)?;
             if inode.is_dir() {
-                dir.nlink -= 1;
+                dir.nlink = dir.nlink.saturating_sub(1);
                 inode.nlink = 1;
             }
             t.put_inode(&dir)?;
@@ -348,7 +351,7 @@ impl Fs {
                 }
                 t.remove_entry(&mut dst_dir, dst)?;
                 if victim.is_dir() {
-                    dst_dir.nlink -= 1;
+                    dst_dir.nlink = dst_dir.nlink.saturating_sub(1);
                     victim.nlink = 1;
                 }
                 t.drop_link(self, &mut victim)?;
@@ -362,8 +365,8 @@ impl Fs {
             }
             t.add_entry(&mut dst_dir, new_name, &src_inode)?;
             if src_inode.is_dir() && parent != new_parent {
-                src_dir.nlink -= 1;
-                dst_dir.nlink += 1;
+                src_dir.nlink = src_dir.nlink.saturating_sub(1);
+                dst_dir.nlink = dst_dir.nlink.saturating_add(1);
             }
             src_inode.ctime = t.now;
             t.put_inode(&src_inode)?;
@@ -401,7 +404,9 @@ impl Txn<'_> {
     /// Adds `name → inode` to `dir` (in memory; the caller writes `dir`).
     pub(crate) fn add_entry(&mut self, dir: &mut Inode, name: &[u8], inode: &Inode) -> Result<()> {
         let index = dir.seq;
-        dir.seq += 1;
+        dir.seq = dir.seq.checked_add(1).ok_or_else(|| {
+            FsError::Invalid(format!("directory {} has used every index", dir.ino))
+        })?;
         let entry = DirEntry {
             ino: inode.ino,
             dtype: dtype(inode.mode),
@@ -503,11 +508,11 @@ impl Txn<'_> {
         } else {
             let (ad, bd) = (a_inode.is_dir(), b_inode.is_dir());
             if ad && !bd {
-                a_dir.nlink -= 1;
-                b_dir.nlink += 1;
+                a_dir.nlink = a_dir.nlink.saturating_sub(1);
+                b_dir.nlink = b_dir.nlink.saturating_add(1);
             } else if bd && !ad {
-                b_dir.nlink -= 1;
-                a_dir.nlink += 1;
+                b_dir.nlink = b_dir.nlink.saturating_sub(1);
+                a_dir.nlink = a_dir.nlink.saturating_add(1);
             }
         }
         a_inode.ctime = self.now;
