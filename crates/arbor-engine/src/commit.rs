@@ -16,8 +16,8 @@
 use crate::engine::{Engine, RefDelta};
 use crate::error::{Error, Result};
 use crate::format::{
-    Body, DropItem, ExtentItem, Key, LEAF_ITEM_SIZE, RootItem, encode_node, item_type, objectid,
-    superblock_offsets,
+    Body, DropItem, ExtentItem, Key, LEAF_ITEM_SIZE, RootItem, Superblock, encode_node, item_type,
+    objectid, superblock_offsets,
 };
 use crate::nodes::{ExtentChange, decode_extent, extent_change};
 
@@ -25,14 +25,30 @@ use crate::nodes::{ExtentChange, decode_extent, extent_change};
 /// practice: each round only shadows nodes that the previous one split.
 const MAX_EXTENT_ROUNDS: usize = 64;
 
+/// A transaction finished in memory by [`Engine::commit_begin`], to be written.
+#[derive(Debug)]
+pub struct PreparedCommit {
+    sb: Superblock,
+}
+
+/// What [`Engine::commit_write`] achieved: whether the new superblock is durable, and
+/// the first error.
+#[derive(Debug)]
+pub struct CommitWritten {
+    durable: bool,
+    result: Result<()>,
+}
+
 impl Engine {
     /// Makes every change since the last commit durable, atomically. On failure the
     /// handle is poisoned and the image holds a consistent state: the previous commit,
     /// or this one if the failure came after its superblock reached the device.
     pub fn commit(&mut self) -> Result<()> {
-        self.check_writable()?;
-        let r = self.commit_inner();
-        self.poison_on_err(r)
+        let Some(prepared) = self.commit_begin()? else {
+            return Ok(());
+        };
+        let written = self.commit_write(&prepared);
+        self.commit_end(prepared, written)
     }
 
     /// True when the running transaction has changes to commit.
@@ -44,16 +60,50 @@ impl Engine {
             && self.drops.is_empty())
     }
 
-    fn commit_inner(&mut self) -> Result<()> {
+    /// A commit in three steps, so that readers need not wait for its I/O:
+    /// [`Engine::commit_begin`] (exclusive) finishes the transaction in memory;
+    /// [`Engine::commit_write`] (shared: readers may run beside it, but nothing may
+    /// change the engine) writes it and makes it durable; [`Engine::commit_end`]
+    /// (exclusive) installs the result and starts the next transaction. Returns `None`
+    /// when there is nothing to commit.
+    pub fn commit_begin(&mut self) -> Result<Option<PreparedCommit>> {
+        self.check_writable()?;
         if !self.has_changes() {
-            return Ok(());
+            return Ok(None);
         }
-        self.drop_step(self.cfg.drop_nodes_per_commit)?;
-        self.write_root_items()?;
-        self.apply_refs()?;
-        self.write_dirty_nodes()?;
-        self.mirrors_unflushed = false;
-        self.write_superblocks()?;
+        let r = (|| {
+            self.drop_step(self.cfg.drop_nodes_per_commit)?;
+            self.write_root_items()?;
+            self.apply_refs()?;
+            self.new_superblock()
+        })();
+        let sb = self.poison_on_err(r)?;
+        self.committing = true;
+        Ok(Some(PreparedCommit { sb }))
+    }
+
+    /// Writes the transaction [`Engine::commit_begin`] prepared: its nodes, a flush,
+    /// the primary superblock, a flush, the mirrors.
+    pub fn commit_write(&self, prepared: &PreparedCommit) -> CommitWritten {
+        let nodes = self.write_dirty_nodes();
+        if let Err(e) = nodes {
+            return CommitWritten {
+                durable: false,
+                result: Err(e),
+            };
+        }
+        self.write_superblock_copies(&prepared.sb)
+    }
+
+    /// Installs what [`Engine::commit_write`] wrote, or poisons the handle if it failed.
+    pub fn commit_end(&mut self, prepared: PreparedCommit, written: CommitWritten) -> Result<()> {
+        self.committing = false;
+        if written.durable {
+            self.install_superblock(prepared.sb);
+        }
+        if let Err(e) = written.result {
+            return self.poison_on_err(Err(e));
+        }
         let txn_gen = self.generation;
         if let Ok(mut cache) = self.cache.lock() {
             for (_, node) in self.dirty.drain() {
@@ -67,7 +117,8 @@ impl Engine {
         } else {
             self.alloc.unpin_all();
         }
-        self.next_generation()
+        let r = self.next_generation();
+        self.poison_on_err(r)
     }
 
     /// Commits an empty transaction: only the superblocks change. A transaction that
@@ -76,9 +127,14 @@ impl Engine {
     /// later node can carry it, so such a stale node can never pass for a lost write's
     /// newer version (the generation check in every parent pointer stays meaningful).
     pub(crate) fn burn_generation(&mut self) -> Result<()> {
-        let r = self
-            .write_superblocks()
-            .and_then(|()| self.next_generation());
+        let r = self.new_superblock().and_then(|sb| {
+            let written = self.write_superblock_copies(&sb);
+            if written.durable {
+                self.install_superblock(sb);
+            }
+            written.result?;
+            self.next_generation()
+        });
         self.poison_on_err(r)
     }
 
@@ -236,7 +292,7 @@ impl Engine {
         }
     }
 
-    fn write_dirty_nodes(&mut self) -> Result<()> {
+    fn write_dirty_nodes(&self) -> Result<()> {
         let mut addrs: Vec<u64> = self.dirty.keys().copied().collect();
         addrs.sort_unstable();
         let (ns, fsid) = (self.sb.nodesize, self.sb.fsid);
@@ -251,30 +307,53 @@ impl Engine {
         self.storage.flush().map_err(Error::io(0))
     }
 
-    fn write_superblocks(&mut self) -> Result<()> {
+    /// The superblock that names the running transaction's trees.
+    fn new_superblock(&self) -> Result<Superblock> {
         let mut sb = self.sb.clone();
         sb.generation = self.generation;
         sb.root_tree = self.root(objectid::ROOT_TREE)?;
         sb.extent_tree = self.root(objectid::EXTENT_TREE)?;
         sb.bytes_used = self.bytes_used;
-        // The primary copy, flushed: from here on the commit is durable. Then the
-        // mirrors, flushed by the next commit's first flush (or when the handle is
-        // dropped). A crash can thus tear the copies of only one phase, and the other
-        // phase always holds a valid superblock: while the primary is written the
-        // mirrors hold the previous commit, flushed before this commit's nodes were;
-        // while the mirrors are written the primary holds this one.
-        let offsets = superblock_offsets(sb.total_bytes);
-        for (i, &off) in offsets.iter().enumerate() {
-            self.storage
+        Ok(sb)
+    }
+
+    /// Writes the superblock copies. The primary copy, flushed: from then on the
+    /// commit is durable. Then the mirrors, flushed by the next commit's first flush
+    /// (or when the handle is dropped). A crash can thus tear the copies of only one
+    /// phase, and the other phase always holds a valid superblock: while the primary is
+    /// written the mirrors hold the previous commit, flushed before this commit's nodes
+    /// were; while the mirrors are written the primary holds this one.
+    fn write_superblock_copies(&self, sb: &Superblock) -> CommitWritten {
+        let mut durable = false;
+        for (i, &off) in superblock_offsets(sb.total_bytes).iter().enumerate() {
+            let r = self
+                .storage
                 .write_at(off, &sb.encode(i as u32))
-                .map_err(Error::io(off))?;
-            if i == 0 {
-                self.storage.flush().map_err(Error::io(0))?;
-                self.sb = sb.clone();
+                .map_err(Error::io(off))
+                .and_then(|()| {
+                    if i == 0 {
+                        self.storage.flush().map_err(Error::io(0))
+                    } else {
+                        Ok(())
+                    }
+                });
+            if let Err(e) = r {
+                return CommitWritten {
+                    durable,
+                    result: Err(e),
+                };
             }
+            durable = true;
         }
-        self.mirrors_unflushed = offsets.len() > 1;
-        Ok(())
+        CommitWritten {
+            durable,
+            result: Ok(()),
+        }
+    }
+
+    fn install_superblock(&mut self, sb: Superblock) {
+        self.mirrors_unflushed = superblock_offsets(sb.total_bytes).len() > 1;
+        self.sb = sb;
     }
 
     pub(crate) fn enqueue_drop(

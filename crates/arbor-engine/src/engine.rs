@@ -154,6 +154,8 @@ pub struct Engine {
     pub(crate) mirrors_unflushed: bool,
     /// Changes made through the public API so far (see [`Engine::changes_made`]).
     pub(crate) changes_made: u64,
+    /// Between `commit_begin` and `commit_end`: nothing may change.
+    pub(crate) committing: bool,
 }
 
 impl Drop for Engine {
@@ -256,6 +258,11 @@ impl Engine {
         self.check_usable()?;
         if self.cfg.read_only {
             return Err(Error::ReadOnly);
+        }
+        if self.committing {
+            return Err(Error::InvalidArgument(
+                "a commit is being written: call commit_end first".into(),
+            ));
         }
         Ok(())
     }

@@ -38,6 +38,7 @@ pub mod storage;
 mod tree;
 
 pub use check::{CheckReport, check, check_with};
+pub use commit::{CommitWritten, PreparedCommit};
 pub use engine::{Config, DataRefs, Engine, MkfsOptions, SpaceInfo};
 pub use error::{Error, Result};
 pub use format::Key;

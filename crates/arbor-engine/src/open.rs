@@ -108,6 +108,7 @@ impl Engine {
             poisoned: None,
             mirrors_unflushed: false,
             changes_made: 0,
+            committing: false,
             sb,
         }
     }

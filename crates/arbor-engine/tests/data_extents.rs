@@ -158,3 +158,32 @@ fn freed_blocks_are_held_until_released() {
     assert!(e.space().pinned_bytes < 1 << 20);
     assert_clean(&*dev);
 }
+
+#[test]
+fn a_commit_in_three_steps_refuses_changes_while_it_writes() {
+    let (dev, mut e) = engine();
+    e.create_tree(5).unwrap();
+    e.insert(5, Key::new(1, 1, 0), b"one").unwrap();
+    let prepared = e.commit_begin().unwrap().expect("changes to commit");
+    assert!(e.insert(5, Key::new(2, 1, 0), b"two").is_err());
+    // Readers may read the transaction while it is written.
+    assert_eq!(
+        e.get(5, Key::new(1, 1, 0)).unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    let written = e.commit_write(&prepared);
+    e.commit_end(prepared, written).unwrap();
+    e.insert(5, Key::new(2, 1, 0), b"two").unwrap();
+    e.commit().unwrap();
+    assert!(
+        e.commit_begin().unwrap().is_none(),
+        "nothing left to commit"
+    );
+    drop(e);
+    let e = Engine::open(dev.clone(), cfg()).unwrap();
+    assert_eq!(
+        e.get(5, Key::new(2, 1, 0)).unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_clean(&*dev);
+}

@@ -98,6 +98,28 @@ pub struct Fs {
     /// committed, so every later change and commit fails; the image keeps the last
     /// commit (like btrfs forcing itself read-only after an error).
     poisoned: Mutex<Option<String>>,
+    /// Held by every change and every commit, so that a commit can write its blocks
+    /// with the engine lock only shared: readers go on, writers wait.
+    writer: Mutex<()>,
+}
+
+/// Exclusive access to the engine for a change (see [`Fs::write`]).
+pub(crate) struct Writing<'a> {
+    _writer: MutexGuard<'a, ()>,
+    engine: RwLockWriteGuard<'a, Engine>,
+}
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl std::ops::DerefMut for Writing<'_> {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
 }
 
 fn engine_config(read_only: bool) -> Config {
@@ -153,6 +175,7 @@ impl Fs {
             open: Mutex::new(HashMap::default()),
             read_only: opts.read_only,
             poisoned: Mutex::new(None),
+            writer: Mutex::new(()),
         };
         if !opts.read_only {
             fs.reap_orphans()?;
@@ -168,13 +191,28 @@ impl Fs {
             .map_err(|_| FsError::Invalid("engine lock poisoned by a panic".into()))
     }
 
-    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, Engine>> {
+    /// The writer lock, then the engine exclusively.
+    pub(crate) fn write(&self) -> Result<Writing<'_>> {
+        let writer = self.writer_lock()?;
+        Ok(Writing {
+            _writer: writer,
+            engine: self.engine_exclusive()?,
+        })
+    }
+
+    fn writer_lock(&self) -> Result<MutexGuard<'_, ()>> {
         if self.read_only {
             return Err(FsError::Engine(arbor_engine::Error::ReadOnly));
         }
         if let Some(why) = self.poisoned.lock().ok().and_then(|p| p.clone()) {
             return Err(FsError::Engine(arbor_engine::Error::Poisoned(why)));
         }
+        self.writer
+            .lock()
+            .map_err(|_| FsError::Invalid("writer lock poisoned by a panic".into()))
+    }
+
+    fn engine_exclusive(&self) -> Result<RwLockWriteGuard<'_, Engine>> {
         self.engine
             .write()
             .map_err(|_| FsError::Invalid("engine lock poisoned by a panic".into()))
@@ -226,13 +264,22 @@ impl Fs {
 
     // ---- durability --------------------------------------------------------------
 
-    /// Makes everything durable (fsync, fdatasync, syncfs and the periodic commit).
+    /// Makes everything durable (fsync, fdatasync, `arbor sync` and the periodic
+    /// commit). The commit's writes and flushes happen with the engine lock shared:
+    /// lookups and reads go on meanwhile; only changes wait.
     pub fn sync(&self) -> Result<()> {
         if self.read_only {
             return Ok(());
         }
-        let mut e = self.write()?;
-        self.commit_locked(&mut e)
+        let _writer = self.writer_lock()?;
+        let prepared = self.engine_exclusive()?.commit_begin()?;
+        if let Some(prepared) = prepared {
+            let written = self.read()?.commit_write(&prepared);
+            self.engine_exclusive()?.commit_end(prepared, written)?;
+        }
+        let mut e = self.engine_exclusive()?;
+        self.reclaim(&mut e);
+        Ok(())
     }
 
     /// True if there are changes that a commit would make durable.

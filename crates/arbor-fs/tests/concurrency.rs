@@ -107,3 +107,70 @@ fn a_slow_data_read_does_not_block_writers_or_commits() {
     assert_eq!(got, data, "the read saw the data of its own moment");
     assert_eq!(fs.read_file(f, 0, 16).unwrap(), vec![0x11u8; 16]);
 }
+
+/// A device whose flushes take a while when armed.
+#[derive(Debug)]
+struct SlowFlush {
+    inner: MemStorage,
+    armed: AtomicBool,
+    started: Barrier,
+}
+
+impl Storage for SlowFlush {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_at(offset, buf)
+    }
+    fn flush(&self) -> io::Result<()> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.started.wait();
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        self.inner.flush()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+#[test]
+fn lookups_and_reads_go_on_while_a_commit_flushes() {
+    let dev = Arc::new(SlowFlush {
+        inner: MemStorage::new(64 << 20),
+        armed: AtomicBool::new(false),
+        started: Barrier::new(2),
+    });
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Arc::new(Fs::open(dev.clone(), &FsOptions::default()).unwrap());
+    let who = Caller::default();
+    let f = fs
+        .create(ROOT_INO, b"f", 0o100644, 0, who, None)
+        .unwrap()
+        .ino;
+    fs.write_file(f, 0, &vec![7u8; 100_000], false).unwrap();
+    fs.sync().unwrap();
+    fs.write_file(f, 0, b"changed", false).unwrap();
+    dev.armed.store(true, Ordering::SeqCst);
+    let committer = {
+        let fs = Arc::clone(&fs);
+        std::thread::spawn(move || fs.sync())
+    };
+    dev.started.wait();
+    // The commit is inside its first flush.
+    let t = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(fs.lookup(ROOT_INO, b"f").unwrap().ino, f);
+        assert_eq!(fs.read_file(f, 0, 7).unwrap(), b"changed");
+        fs.getattr(f).unwrap();
+        fs.readdir(ROOT_INO, 0, 10).unwrap();
+    }
+    let reads = t.elapsed();
+    committer.join().unwrap().unwrap();
+    assert!(
+        reads < Duration::from_millis(300),
+        "readers waited for the commit's flush: {reads:?}"
+    );
+    assert!(!fs.has_changes());
+}
