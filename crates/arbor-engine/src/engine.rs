@@ -131,7 +131,7 @@ pub struct Engine {
     pub(crate) sb: Superblock,
     /// The generation of the running transaction.
     pub(crate) generation: u64,
-    pub(crate) cache: Mutex<NodeCache>,
+    pub(crate) cache: Arc<Mutex<NodeCache>>,
     /// Nodes written in this transaction. Every one has reference count 1 unless a
     /// clone taken in this transaction shares it.
     pub(crate) dirty: HashMap<u64, Arc<Node>>,

@@ -70,6 +70,9 @@ pub enum Error {
     /// The engine was opened read-only.
     #[error("the image is open read-only")]
     ReadOnly,
+    /// Inside `without_node_io`, an operation needed a node that is not in memory.
+    #[error("{0}")]
+    NotCached(Box<crate::loader::NodeMiss>),
 }
 
 /// Linux errno values the engine's errors map to.
@@ -88,7 +91,7 @@ impl Error {
     /// The errno this error is reported as.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::Io { .. } | Error::Poisoned(_) => errno::EIO,
+            Error::Io { .. } | Error::Poisoned(_) | Error::NotCached(_) => errno::EIO,
             Error::CorruptNode { .. } | Error::CorruptItem { .. } | Error::NoSuperblock(_) => {
                 errno::EUCLEAN
             }

@@ -97,6 +97,16 @@ impl Engine {
             check_in_memory(tree, &n, child)?;
             return Ok(n);
         }
+        if !crate::loader::node_io_allowed() {
+            return Err(Error::NotCached(Box::new(crate::loader::NodeMiss {
+                tree,
+                bytenr: child.bytenr,
+                generation: child.generation,
+                level: child.level,
+                lo: child.lo,
+                hi: child.hi,
+            })));
+        }
         let ns = self.sb.nodesize;
         let mut buf = vec![0u8; ns as usize];
         self.storage

@@ -95,7 +95,7 @@ impl Engine {
             storage,
             cfg,
             generation: sb.generation + 1,
-            cache: Mutex::new(NodeCache::with_capacity(cap)),
+            cache: Arc::new(Mutex::new(NodeCache::with_capacity(cap))),
             dirty: HashMap::default(),
             roots: BTreeMap::new(),
             dirty_roots: BTreeSet::new(),

@@ -58,8 +58,11 @@ fn find_in_dir(e: &Engine, tree: u64, dir: u64, name: &[u8]) -> Result<Option<Di
 impl Fs {
     /// The inode that `name` in directory `parent` names.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Inode> {
-        let e = self.read()?;
-        let dir = Self::get_inode(&e, self.tree, parent)?;
+        self.with_engine(|e| self.lookup_in(e, parent, name))
+    }
+
+    fn lookup_in(&self, e: &Engine, parent: u64, name: &[u8]) -> Result<Inode> {
+        let dir = Self::get_inode(e, self.tree, parent)?;
         if !dir.is_dir() {
             return Err(FsError::NotDir);
         }
@@ -67,11 +70,11 @@ impl Fs {
             return Ok(dir);
         }
         if name == b".." {
-            let p = Self::parent_of(&e, self.tree, parent)?;
-            return Self::get_inode(&e, self.tree, p);
+            let p = Self::parent_of(e, self.tree, parent)?;
+            return Self::get_inode(e, self.tree, p);
         }
-        match find_in_dir(&e, self.tree, parent, name)? {
-            Some(d) => Self::get_inode(&e, self.tree, d.ino),
+        match find_in_dir(e, self.tree, parent, name)? {
+            Some(d) => Self::get_inode(e, self.tree, d.ino),
             None => Err(FsError::NotFound),
         }
     }
@@ -92,8 +95,17 @@ impl Fs {
     /// Lists a directory from offset `from` (0 = start). Returns at most `limit`
     /// entries; "." and ".." come first.
     pub fn readdir(&self, dir: u64, from: u64, limit: usize) -> Result<Vec<ReadDirEntry>> {
-        let e = self.read()?;
-        let inode = Self::get_inode(&e, self.tree, dir)?;
+        self.with_engine(|e| self.readdir_in(e, dir, from, limit))
+    }
+
+    fn readdir_in(
+        &self,
+        e: &Engine,
+        dir: u64,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ReadDirEntry>> {
+        let inode = Self::get_inode(e, self.tree, dir)?;
         if !inode.is_dir() {
             return Err(FsError::NotDir);
         }
@@ -108,7 +120,7 @@ impl Fs {
         }
         if from < 2 {
             out.push(ReadDirEntry {
-                ino: Self::parent_of(&e, self.tree, dir)?,
+                ino: Self::parent_of(e, self.tree, dir)?,
                 next: 2,
                 dtype: 4,
                 name: b"..".to_vec(),

@@ -131,19 +131,24 @@ impl Fs {
     /// Reads up to `size` bytes at `offset` (fewer at the end of the file). Blocks are
     /// read without holding the engine lock.
     pub fn read_file(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let e = self.read()?;
-        let inode = Self::get_inode(&e, self.tree, ino)?;
-        if inode.is_dir() {
-            return Err(FsError::IsDir);
-        }
-        if offset >= inode.size {
+        let plan = self.with_engine(|e| {
+            let inode = Self::get_inode(e, self.tree, ino)?;
+            if inode.is_dir() {
+                return Err(FsError::IsDir);
+            }
+            if offset >= inode.size {
+                return Ok(None);
+            }
+            let end = offset.saturating_add(u64::from(size)).min(inode.size);
+            let exts = extents_in(e, self.tree, ino, offset, end)?;
+            // Registered under the engine lock: no commit can free these blocks for
+            // reuse until the read below is done.
+            let reading = self.reading(e.committed_generation());
+            Ok(Some((end, exts, e.storage(), reading)))
+        })?;
+        let Some((end, exts, storage, _reading)) = plan else {
             return Ok(Vec::new());
-        }
-        let end = offset.saturating_add(u64::from(size)).min(inode.size);
-        let exts = extents_in(&e, self.tree, ino, offset, end)?;
-        let storage = e.storage();
-        let _reading = self.reading(e.committed_generation());
-        drop(e);
+        };
         let mut buf = vec![0u8; (end - offset) as usize];
         fill(&*storage, ino, &exts, offset, &mut buf)?;
         Ok(buf)
@@ -219,12 +224,15 @@ impl Fs {
 
     /// `lseek` with SEEK_DATA (`data`) or SEEK_HOLE. Preallocated extents are holes.
     pub fn seek(&self, ino: u64, offset: u64, data: bool) -> Result<u64> {
-        let e = self.read()?;
-        let inode = Self::get_inode(&e, self.tree, ino)?;
+        self.with_engine(|e| self.seek_in(e, ino, offset, data))
+    }
+
+    fn seek_in(&self, e: &Engine, ino: u64, offset: u64, data: bool) -> Result<u64> {
+        let inode = Self::get_inode(e, self.tree, ino)?;
         if offset >= inode.size {
             return Err(FsError::NoData(offset));
         }
-        let exts = extents_in(&e, self.tree, ino, offset, inode.size)?;
+        let exts = extents_in(e, self.tree, ino, offset, inode.size)?;
         let mut pos = offset;
         for (fo, fe) in &exts {
             if matches!(fe.kind, ExtentKind::Prealloc) {

@@ -23,6 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 pub const FS_TREE: u64 = 5;
 /// Largest file size.
 pub const MAX_FILE_SIZE: u64 = 1 << 60;
+/// Nodes one read-only operation may load with the lock released before it reads
+/// under the lock instead.
+const MAX_NODE_MISSES: usize = 32;
 /// Most links to one inode.
 pub const MAX_LINKS: u32 = 65_000;
 
@@ -326,6 +329,28 @@ impl Fs {
         }
     }
 
+    /// Runs a read-only operation on the engine. Nodes it needs that are not in memory
+    /// are read with the engine lock released (`arbor_engine::without_node_io`), so a
+    /// lookup that waits for the device holds up no one else; the operation then runs
+    /// again. It must have no effects before its last run (this one's retries).
+    pub(crate) fn with_engine<T>(&self, mut op: impl FnMut(&Engine) -> Result<T>) -> Result<T> {
+        for _ in 0..MAX_NODE_MISSES {
+            let e = self.read()?;
+            match arbor_engine::without_node_io(|| op(&e)) {
+                Err(FsError::Engine(arbor_engine::Error::NotCached(miss))) => {
+                    let loader = e.node_loader();
+                    drop(e);
+                    if loader.load(&miss).is_err() {
+                        // Freed and reused meanwhile, or corrupt: read under the lock.
+                        break;
+                    }
+                }
+                r => return r,
+            }
+        }
+        op(&*self.read()?)
+    }
+
     /// Registers a data read that looked its blocks up in generation `generation`;
     /// the guard unregisters it.
     pub(crate) fn reading(&self, generation: u64) -> ReadGuard<'_> {
@@ -349,8 +374,11 @@ impl Fs {
 
     /// An inode's attributes.
     pub fn getattr(&self, ino: u64) -> Result<Inode> {
-        let e = self.read()?;
-        Self::get_inode(&e, self.tree, ino)
+        self.with_engine(|e| self.getattr_in(e, ino))
+    }
+
+    fn getattr_in(&self, e: &Engine, ino: u64) -> Result<Inode> {
+        Self::get_inode(e, self.tree, ino)
     }
 
     /// Changes attributes, truncating or extending the file for `size`.
@@ -408,10 +436,12 @@ impl Fs {
 
     /// Notes an open handle on `ino`.
     pub fn open_inode(&self, ino: u64) -> Result<Inode> {
-        let e = self.read()?;
-        let inode = Self::get_inode(&e, self.tree, ino)?;
-        *self.open_counts().entry(ino).or_insert(0) += 1;
-        Ok(inode)
+        self.with_engine(|e| {
+            let inode = Self::get_inode(e, self.tree, ino)?;
+            // Counted under the engine lock, so that an unlink sees it.
+            *self.open_counts().entry(ino).or_insert(0) += 1;
+            Ok(inode)
+        })
     }
 
     /// Drops an open handle; an unlinked inode whose last handle this was is freed.
@@ -491,7 +521,10 @@ impl Fs {
 
     /// Space and inode counts.
     pub fn statfs(&self) -> Result<StatFs> {
-        let e = self.read()?;
+        self.with_engine(|e| self.statfs_in(e))
+    }
+
+    fn statfs_in(&self, e: &Engine) -> Result<StatFs> {
         let s = e.space();
         let bs = crate::items::BLOCK;
         let free = s.free_bytes / bs;

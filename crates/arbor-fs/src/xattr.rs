@@ -5,6 +5,7 @@ use crate::acl;
 use crate::error::{FsError, Result};
 use crate::fs::{Fs, Txn};
 use crate::items::{decode_xattrs, encode_xattrs, key, name_hash, ty};
+use arbor_engine::Engine;
 
 /// How `setxattr` treats an existing attribute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,8 +65,11 @@ impl Fs {
         if name.is_empty() || name.len() > 255 {
             return Err(FsError::Range);
         }
-        let e = self.read()?;
-        Self::get_inode(&e, self.tree, ino)?;
+        self.with_engine(|e| self.getxattr_in(e, ino, name))
+    }
+
+    fn getxattr_in(&self, e: &Engine, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        Self::get_inode(e, self.tree, ino)?;
         let k = key(ino, ty::XATTR_ITEM, name_hash(name));
         let Some(v) = e.get(self.tree, k)? else {
             return Err(FsError::NoAttr);
@@ -79,8 +83,11 @@ impl Fs {
 
     /// Every attribute name.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
-        let e = self.read()?;
-        Self::get_inode(&e, self.tree, ino)?;
+        self.with_engine(|e| self.listxattr_in(e, ino))
+    }
+
+    fn listxattr_in(&self, e: &Engine, ino: u64) -> Result<Vec<Vec<u8>>> {
+        Self::get_inode(e, self.tree, ino)?;
         let lo = key(ino, ty::XATTR_ITEM, 0);
         let hi = key(ino, ty::XATTR_ITEM, u64::MAX);
         let mut names = Vec::new();

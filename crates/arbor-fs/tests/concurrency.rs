@@ -174,3 +174,70 @@ fn lookups_and_reads_go_on_while_a_commit_flushes() {
     );
     assert!(!fs.has_changes());
 }
+
+/// A device whose node-sized reads take a while when armed.
+#[derive(Debug)]
+struct SlowNodeReads {
+    inner: MemStorage,
+    armed: AtomicBool,
+    started: Barrier,
+}
+
+impl Storage for SlowNodeReads {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if buf.len() == 16 << 10 && self.armed.swap(false, Ordering::SeqCst) {
+            self.started.wait();
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_at(offset, buf)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+#[test]
+fn a_lookup_waiting_for_a_cold_node_does_not_block_changes() {
+    let dev = Arc::new(SlowNodeReads {
+        inner: MemStorage::new(64 << 20),
+        armed: AtomicBool::new(false),
+        started: Barrier::new(2),
+    });
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Fs::open(dev.clone(), &FsOptions::default()).unwrap();
+    let who = Caller::default();
+    let d = fs
+        .create(ROOT_INO, b"d", 0o040755, 0, who, None)
+        .unwrap()
+        .ino;
+    for i in 0..3000 {
+        fs.create(d, format!("file-{i:05}").as_bytes(), 0o100644, 0, who, None)
+            .unwrap();
+    }
+    fs.sync().unwrap();
+    drop(fs);
+    // A fresh mount: nothing cached. Warm the path to the root directory only.
+    let fs = Arc::new(Fs::open(dev.clone(), &FsOptions::default()).unwrap());
+    fs.getattr(ROOT_INO).unwrap();
+    dev.armed.store(true, Ordering::SeqCst);
+    let reader = {
+        let fs = Arc::clone(&fs);
+        std::thread::spawn(move || fs.lookup(d, b"file-02999"))
+    };
+    dev.started.wait();
+    // The lookup is waiting for the device. A change goes ahead meanwhile.
+    let t = Instant::now();
+    fs.create(ROOT_INO, b"new", 0o100644, 0, who, None).unwrap();
+    let took = t.elapsed();
+    assert!(reader.join().unwrap().is_ok());
+    assert!(
+        took < Duration::from_millis(300),
+        "the change waited for the lookup's disk read: {took:?}"
+    );
+}

@@ -395,15 +395,16 @@ impl fuser::Filesystem for Adapter {
         self.stats.request("fsync");
         match self.fs.sync() {
             Ok(()) => {
-                reply.ok();
                 // With the writeback cache the kernel keeps size and times itself but
                 // not st_blocks, and refreshes it only at close: drop its cached
-                // attributes (not its pages) so that fstat after fsync is exact.
+                // attributes (not its pages) so that fstat after fsync is exact. Before
+                // the reply, so that it has happened when fsync returns.
                 if let Some(n) = self.notifier.get()
                     && let Err(e) = n.inval_inode(ino, -1, 0)
                 {
                     tracing::debug!("attribute invalidation for {ino:?} failed: {e}");
                 }
+                reply.ok();
             }
             Err(e) => reply.error(errno(&e)),
         }
