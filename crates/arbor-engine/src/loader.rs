@@ -88,6 +88,11 @@ impl Engine {
 impl NodeLoader {
     /// Reads, validates and caches the missed node.
     pub fn load(&self, miss: &NodeMiss) -> Result<()> {
+        self.fetch(miss).map(|_| ())
+    }
+
+    /// Reads, validates and caches a node; the one place nodes come from the device.
+    pub(crate) fn fetch(&self, miss: &NodeMiss) -> Result<Arc<crate::format::Node>> {
         let mut buf = vec![0u8; self.nodesize as usize];
         self.storage
             .read_at(miss.bytenr, &mut buf)
@@ -107,9 +112,10 @@ impl NodeLoader {
             tree: miss.tree,
             reason,
         })?;
+        let node = Arc::new(node);
         if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(Arc::new(node));
+            cache.insert(node.clone());
         }
-        Ok(())
+        Ok(node)
     }
 }

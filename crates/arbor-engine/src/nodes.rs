@@ -3,10 +3,7 @@
 
 use crate::engine::{ChildRef, Engine, RefDelta};
 use crate::error::{Error, Result};
-use crate::format::{
-    Body, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, Node, decode_node, item_type, objectid,
-};
-use crate::storage::Storage;
+use crate::format::{Body, EXTENT_FLAG_TREE_BLOCK, ExtentItem, Key, Node, item_type, objectid};
 use std::sync::Arc;
 
 /// Checks that a node already in memory (written by this transaction, or validated when
@@ -80,11 +77,6 @@ fn node_ptr_shareable(tree: u64) -> bool {
 impl Engine {
     /// Reads a node through the dirty set, the cache, or the device and the validator.
     pub(crate) fn read_node(&self, tree: u64, child: &ChildRef) -> Result<Arc<Node>> {
-        let corrupt = |reason: String| Error::CorruptNode {
-            block: child.bytenr,
-            tree,
-            reason,
-        };
         let found = match self.dirty.get(&child.bytenr) {
             Some(n) => Some(n.clone()),
             None => self
@@ -97,36 +89,18 @@ impl Engine {
             check_in_memory(tree, &n, child)?;
             return Ok(n);
         }
-        if !crate::loader::node_io_allowed() {
-            return Err(Error::NotCached(Box::new(crate::loader::NodeMiss {
-                tree,
-                bytenr: child.bytenr,
-                generation: child.generation,
-                level: child.level,
-                lo: child.lo,
-                hi: child.hi,
-            })));
-        }
-        let ns = self.sb.nodesize;
-        let mut buf = vec![0u8; ns as usize];
-        self.storage
-            .read_at(child.bytenr, &mut buf)
-            .map_err(Error::io(child.bytenr))?;
-        let expect = Expect {
+        let miss = crate::loader::NodeMiss {
+            tree,
             bytenr: child.bytenr,
             generation: child.generation,
             level: child.level,
-            fsid: &self.sb.fsid,
-            nodesize: ns,
-            total_bytes: self.sb.total_bytes,
             lo: child.lo,
             hi: child.hi,
         };
-        let node = Arc::new(decode_node(&buf, &expect).map_err(corrupt)?);
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(node.clone());
+        if !crate::loader::node_io_allowed() {
+            return Err(Error::NotCached(Box::new(miss)));
         }
-        Ok(node)
+        self.node_loader().fetch(&miss)
     }
 
     /// A mutable view of a node that is dirty in this transaction.

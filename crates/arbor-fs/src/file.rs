@@ -370,22 +370,33 @@ impl Txn<'_> {
             let chunk = &buf[pos..pos + got as usize];
             self.storage_write(bytenr, chunk)?;
             let csums = chunk.chunks(BLOCK as usize).map(crc32c::crc32c).collect();
-            let fe = FileExtent {
-                generation: self.e.committed_generation() + 1,
-                disk_bytenr: bytenr,
-                disk_len: got,
-                offset: 0,
-                num_bytes: got,
-                kind: ExtentKind::Regular { csums },
-            };
-            self.e.insert(
-                self.tree,
-                key(inode.ino, ty::EXTENT_DATA, at + pos as u64),
-                &fe.encode(),
-            )?;
-            inode.nbytes += got;
+            let kind = ExtentKind::Regular { csums };
+            self.add_extent(inode, at + pos as u64, bytenr, got, kind)?;
             pos += got as usize;
         }
+        Ok(())
+    }
+
+    /// Maps file offset `at` to the whole of the new data extent `[bytenr, +len)`.
+    fn add_extent(
+        &mut self,
+        inode: &mut Inode,
+        at: u64,
+        bytenr: u64,
+        len: u64,
+        kind: ExtentKind,
+    ) -> Result<()> {
+        let fe = FileExtent {
+            generation: self.e.committed_generation() + 1,
+            disk_bytenr: bytenr,
+            disk_len: len,
+            offset: 0,
+            num_bytes: len,
+            kind,
+        };
+        let k = key(inode.ino, ty::EXTENT_DATA, at);
+        self.e.insert(self.tree, k, &fe.encode())?;
+        inode.nbytes += len;
         Ok(())
     }
 
@@ -530,17 +541,7 @@ impl Txn<'_> {
         for (mut s, e) in holes {
             while s < e {
                 let (bytenr, got) = self.alloc_run((e - s).min(max))?;
-                let fe = FileExtent {
-                    generation: self.e.committed_generation() + 1,
-                    disk_bytenr: bytenr,
-                    disk_len: got,
-                    offset: 0,
-                    num_bytes: got,
-                    kind: ExtentKind::Prealloc,
-                };
-                self.e
-                    .insert(self.tree, key(inode.ino, ty::EXTENT_DATA, s), &fe.encode())?;
-                inode.nbytes += got;
+                self.add_extent(inode, s, bytenr, got, ExtentKind::Prealloc)?;
                 s += got;
             }
         }

@@ -10,20 +10,50 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-/// A device whose reads of large ranges (data, not 16 KiB nodes) take a while when
-/// armed, and signal when one has started.
+/// Which device operation is slow once armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlowOp {
+    /// Reads longer than 64 KiB (file data, not nodes).
+    DataRead,
+    /// Reads of exactly one 16 KiB node.
+    NodeRead,
+    Flush,
+}
+
+/// A memory device on which the next `op` after arming takes 600 ms, and signals
+/// through `started` when it begins.
 #[derive(Debug)]
-struct SlowReads {
+struct Slow {
     inner: MemStorage,
+    op: SlowOp,
     armed: AtomicBool,
     started: Barrier,
 }
 
-impl Storage for SlowReads {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if buf.len() > 64 << 10 && self.armed.swap(false, Ordering::SeqCst) {
+impl Slow {
+    fn new(size: u64, op: SlowOp) -> Arc<Self> {
+        Arc::new(Slow {
+            inner: MemStorage::new(size),
+            op,
+            armed: AtomicBool::new(false),
+            started: Barrier::new(2),
+        })
+    }
+
+    fn maybe_wait(&self, op: SlowOp) {
+        if op == self.op && self.armed.swap(false, Ordering::SeqCst) {
             self.started.wait();
             std::thread::sleep(Duration::from_millis(600));
+        }
+    }
+}
+
+impl Storage for Slow {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if buf.len() > 64 << 10 {
+            self.maybe_wait(SlowOp::DataRead);
+        } else if buf.len() == 16 << 10 {
+            self.maybe_wait(SlowOp::NodeRead);
         }
         self.inner.read_at(offset, buf)
     }
@@ -31,6 +61,7 @@ impl Storage for SlowReads {
         self.inner.write_at(offset, buf)
     }
     fn flush(&self) -> io::Result<()> {
+        self.maybe_wait(SlowOp::Flush);
         self.inner.flush()
     }
     fn len(&self) -> io::Result<u64> {
@@ -40,11 +71,7 @@ impl Storage for SlowReads {
 
 #[test]
 fn a_slow_data_read_does_not_block_writers_or_commits() {
-    let dev = Arc::new(SlowReads {
-        inner: MemStorage::new(64 << 20),
-        armed: AtomicBool::new(false),
-        started: Barrier::new(2),
-    });
+    let dev = Slow::new(64 << 20, SlowOp::DataRead);
     Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     let fs = Arc::new(Fs::open(dev.clone(), &FsOptions::default()).unwrap());
     let who = Caller::default();
@@ -108,40 +135,9 @@ fn a_slow_data_read_does_not_block_writers_or_commits() {
     assert_eq!(fs.read_file(f, 0, 16).unwrap(), vec![0x11u8; 16]);
 }
 
-/// A device whose flushes take a while when armed.
-#[derive(Debug)]
-struct SlowFlush {
-    inner: MemStorage,
-    armed: AtomicBool,
-    started: Barrier,
-}
-
-impl Storage for SlowFlush {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_at(offset, buf)
-    }
-    fn flush(&self) -> io::Result<()> {
-        if self.armed.swap(false, Ordering::SeqCst) {
-            self.started.wait();
-            std::thread::sleep(Duration::from_millis(600));
-        }
-        self.inner.flush()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-}
-
 #[test]
 fn lookups_and_reads_go_on_while_a_commit_flushes() {
-    let dev = Arc::new(SlowFlush {
-        inner: MemStorage::new(64 << 20),
-        armed: AtomicBool::new(false),
-        started: Barrier::new(2),
-    });
+    let dev = Slow::new(64 << 20, SlowOp::Flush);
     Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     let fs = Arc::new(Fs::open(dev.clone(), &FsOptions::default()).unwrap());
     let who = Caller::default();
@@ -175,40 +171,9 @@ fn lookups_and_reads_go_on_while_a_commit_flushes() {
     assert!(!fs.has_changes());
 }
 
-/// A device whose node-sized reads take a while when armed.
-#[derive(Debug)]
-struct SlowNodeReads {
-    inner: MemStorage,
-    armed: AtomicBool,
-    started: Barrier,
-}
-
-impl Storage for SlowNodeReads {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if buf.len() == 16 << 10 && self.armed.swap(false, Ordering::SeqCst) {
-            self.started.wait();
-            std::thread::sleep(Duration::from_millis(600));
-        }
-        self.inner.read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_at(offset, buf)
-    }
-    fn flush(&self) -> io::Result<()> {
-        self.inner.flush()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-}
-
 #[test]
 fn a_lookup_waiting_for_a_cold_node_does_not_block_changes() {
-    let dev = Arc::new(SlowNodeReads {
-        inner: MemStorage::new(64 << 20),
-        armed: AtomicBool::new(false),
-        started: Barrier::new(2),
-    });
+    let dev = Slow::new(64 << 20, SlowOp::NodeRead);
     Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     let fs = Fs::open(dev.clone(), &FsOptions::default()).unwrap();
     let who = Caller::default();

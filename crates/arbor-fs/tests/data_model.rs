@@ -57,6 +57,17 @@ fn new_fs(dev: &Arc<MemStorage>, nodesize: u32) -> Fs {
     Fs::open(dev.clone(), &FsOptions::default()).expect("open")
 }
 
+/// A fresh 64 MiB filesystem with one empty file.
+fn one_file() -> (Arc<MemStorage>, Fs, u64) {
+    let dev = Arc::new(MemStorage::new(64 << 20));
+    let fs = new_fs(&dev, 16384);
+    let ino = fs
+        .create(ROOT_INO, b"f", 0o100644, 0, Caller::default(), None)
+        .unwrap()
+        .ino;
+    (dev, fs, ino)
+}
+
 fn run(ops: Vec<Op>, nodesize: u32) -> Result<(), TestCaseError> {
     let dev = Arc::new(MemStorage::new(128 << 20));
     let mut fs = new_fs(&dev, nodesize);
@@ -174,12 +185,7 @@ proptest! {
 
 #[test]
 fn a_flipped_data_bit_is_an_io_error_not_wrong_bytes() {
-    let dev = Arc::new(MemStorage::new(64 << 20));
-    let fs = new_fs(&dev, 16384);
-    let ino = fs
-        .create(ROOT_INO, b"f", 0o100644, 0, Caller::default(), None)
-        .unwrap()
-        .ino;
+    let (dev, fs, ino) = one_file();
     // Every block distinct, so that the one to damage can be found on the device.
     let data: Vec<u8> = (0..64u32 << 10)
         .map(|i| (i / 4096) as u8 ^ (i as u8).wrapping_mul(7))
@@ -210,12 +216,7 @@ fn a_flipped_data_bit_is_an_io_error_not_wrong_bytes() {
 
 #[test]
 fn seek_data_and_hole_follow_the_extents() {
-    let dev = Arc::new(MemStorage::new(64 << 20));
-    let fs = new_fs(&dev, 16384);
-    let ino = fs
-        .create(ROOT_INO, b"f", 0o100644, 0, Caller::default(), None)
-        .unwrap()
-        .ino;
+    let (_dev, fs, ino) = one_file();
     fs.write_file(ino, 1 << 20, &pattern(8192, 1), false)
         .unwrap();
     let m = FallocMode {
