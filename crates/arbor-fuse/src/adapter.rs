@@ -320,7 +320,9 @@ impl fuser::Filesystem for Adapter {
             return reply.error(Errno::from_i32(libc::EROFS));
         }
         match self.fs.open_inode(to_ino(ino)) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            // Every change goes through this mount, so pages cached by an earlier open
+            // are still right: keep them.
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -413,7 +415,12 @@ impl fuser::Filesystem for Adapter {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.stats.request("opendir");
         match self.fs.open_inode(to_ino(ino)) {
-            Ok(i) if i.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
+            // Likewise for listings: the kernel drops a directory's cached listing
+            // whenever it changes the directory itself.
+            Ok(i) if i.is_dir() => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
             Ok(_) => {
                 let _ = self.fs.release_inode(to_ino(ino));
                 reply.error(Errno::from_i32(libc::ENOTDIR));
@@ -605,7 +612,7 @@ impl fuser::Filesystem for Adapter {
                 &file_attr(&i),
                 Generation(i.generation),
                 FileHandle(0),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Err(e) => reply.error(errno(&e)),
         }

@@ -173,6 +173,10 @@ fn requests_are_served_by_several_threads_in_1_mib_writes() {
         .unwrap()
         .sync_all()
         .unwrap();
+    // Opening again keeps the cached pages: these reads never reach the daemon.
+    for _ in 0..3 {
+        assert!(std::fs::read(m.path("big")).unwrap() == data);
+    }
     let workers: Vec<_> = (0..4)
         .map(|t| {
             let dir = m.path(&format!("d{t}"));
@@ -209,6 +213,10 @@ fn requests_are_served_by_several_threads_in_1_mib_writes() {
         assert!(log.contains(cap), "{cap} not negotiated:\n{log}");
     }
     assert!(log.contains("largest write 1048576 bytes"), "{log}");
+    assert!(
+        log.contains("largest read 0 bytes"),
+        "cached pages were read from the daemon again:\n{log}"
+    );
     let threads: u32 = log
         .split(" requests on ")
         .nth(1)
