@@ -5,7 +5,7 @@
 # unmounted image. Needs root, /dev/fuse and scripts/tools.sh. Called by
 # scripts/test.sh; run it alone from anywhere in the repository:
 #
-#   scripts/fs-suite.sh            # FSX_OPS=25000 per seed by default
+#   scripts/fs-suite.sh            # FSX_OPS=25000 per seed, FSX_SEEDS="1 2 3 4" by default
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -35,10 +35,12 @@ scripts/pjdfstest.sh "$mnt"
 echo "--- fsx with copy_file_range (2 seeds x 5,000 operations)"
 scripts/fsx.sh "$mnt" 5000 101 102
 
-echo "--- fsx with a remount in the middle of each seed (4 x ${FSX_OPS:=25000} operations)"
+read -r -a seeds <<<"${FSX_SEEDS:-1 2 3 4}"
+echo "--- fsx with a remount in the middle of each seed (${#seeds[@]} x ${FSX_OPS:=25000} operations)"
 export ARBOR="$arbor" IMG="$img" MNT="$mnt" LOG="$work/daemon.log"
+# shellcheck disable=SC2016  # expanded by scripts/fsx.sh, not here
 REMOUNT_CMD='"$ARBOR" umount "$MNT" && "$ARBOR" check "$IMG" >/dev/null && "$ARBOR" mount -o "log=$LOG" "$IMG" "$MNT"' \
-    scripts/fsx.sh "$mnt" "$FSX_OPS" 1 2 3 4
+    scripts/fsx.sh "$mnt" "$FSX_OPS" "${seeds[@]}"
 
 "$arbor" umount "$mnt"
 echo "--- arbor check after the suites"

@@ -6,7 +6,8 @@
 # every test of the workspace (the mounted tests need root and /dev/fuse), pjdfstest
 # and fsx on a mounted image (scripts/fs-suite.sh), and quick smoke runs of the
 # benchmarks. Set ARBOR_LONG=1 for the longer campaigns (more property-test cases,
-# more crash seeds, and scripts/fuzz.sh on every fuzz target).
+# more crash seeds and kill -9 rounds, 1.2 million fsx operations, and scripts/fuzz.sh
+# on every fuzz target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +35,12 @@ cargo test --workspace --locked
 
 step "pjdfstest and fsx on a mounted image"
 cargo build --release --locked -q -p arbor-cli
-scripts/fs-suite.sh
+if [ "${ARBOR_LONG:-}" = 1 ]; then
+    # 12 seeds x 100,000 operations, each with a remount in the middle.
+    FSX_OPS=100000 FSX_SEEDS="1 2 3 4 5 6 7 8 9 10 11 12" scripts/fs-suite.sh
+else
+    scripts/fs-suite.sh
+fi
 
 step "engine benchmark smoke run (arbor vs redb, --quick)"
 cargo run --release --locked -q -p arbor-bench -- --quick
