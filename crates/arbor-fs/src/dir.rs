@@ -8,7 +8,7 @@ use crate::items::{
     DirEntry, FIRST_DIR_INDEX, Inode, NAME_MAX, ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT, S_ISGID,
     decode_refs, dtype, encode_refs, key, name_hash, ty,
 };
-use arbor_engine::{Engine, Key};
+use arbor_engine::Engine;
 
 /// How `rename` treats an existing target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -537,9 +537,4 @@ impl Txn<'_> {
         }
         Ok(())
     }
-}
-
-/// A name's key in the hash index, for tests and tools.
-pub fn dir_item_key(dir: u64, name: &[u8]) -> Key {
-    key(dir, ty::DIR_ITEM, name_hash(name))
 }

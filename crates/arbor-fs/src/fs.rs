@@ -575,11 +575,6 @@ impl Fs {
         }
         report
     }
-
-    /// The engine's generation of the last commit.
-    pub fn committed_generation(&self) -> u64 {
-        self.engine.read().map_or(0, |e| e.committed_generation())
-    }
 }
 
 /// A data read in flight (see [`Fs::reading`]).

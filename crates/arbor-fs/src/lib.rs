@@ -13,7 +13,7 @@ mod fsck;
 pub mod items;
 mod xattr;
 
-pub use dir::{ReadDirEntry, RenameFlags, dir_item_key};
+pub use dir::{ReadDirEntry, RenameFlags};
 pub use error::{FsError, Result};
 pub use file::{FallocMode, MAX_EXTENT};
 pub use fs::{Caller, FS_TREE, Fs, FsOptions, MAX_FILE_SIZE, SetAttr, SetTime, StatFs};
