@@ -37,6 +37,17 @@ fn caller(req: &Request, umask: u32) -> Caller {
     }
 }
 
+/// Answers getxattr and listxattr: the size alone when asked with size 0, the bytes
+/// when they fit, ERANGE when they do not.
+fn xattr_reply(value: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
+    match value {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() <= size as usize => reply.data(&v),
+        Ok(_) => reply.error(Errno::from_i32(libc::ERANGE)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::Now => SetTime::Now,
@@ -554,33 +565,20 @@ impl fuser::Filesystem for Adapter {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.stats.request("getxattr");
-        match self.fs.getxattr(to_ino(ino), name.as_bytes()) {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() <= size as usize => reply.data(&v),
-            Ok(_) => reply.error(Errno::from_i32(libc::ERANGE)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        xattr_reply(self.fs.getxattr(to_ino(ino), name.as_bytes()), size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.stats.request("listxattr");
-        match self.fs.listxattr(to_ino(ino)) {
-            Ok(names) => {
-                let mut buf = Vec::new();
-                for n in names {
-                    buf.extend_from_slice(&n);
-                    buf.push(0);
-                }
-                if size == 0 {
-                    reply.size(buf.len() as u32);
-                } else if buf.len() <= size as usize {
-                    reply.data(&buf);
-                } else {
-                    reply.error(Errno::from_i32(libc::ERANGE));
-                }
+        let list = self.fs.listxattr(to_ino(ino)).map(|names| {
+            let mut buf = Vec::new();
+            for n in names {
+                buf.extend_from_slice(&n);
+                buf.push(0);
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+            buf
+        });
+        xattr_reply(list, size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
