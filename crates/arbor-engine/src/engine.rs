@@ -176,6 +176,12 @@ impl Engine {
         self.sb.generation
     }
 
+    /// The generation of the running transaction: what nodes and items written now
+    /// carry.
+    pub fn transaction_generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Bytes per node.
     pub fn nodesize(&self) -> u32 {
         self.sb.nodesize

@@ -191,7 +191,7 @@ impl Fs {
                 gid: who.gid,
                 nlink: if kind == S_IFDIR { 2 } else { 1 },
                 rdev,
-                generation: t.e.committed_generation() + 1,
+                generation: t.e.transaction_generation(),
                 seq: FIRST_DIR_INDEX,
                 atime: t.now,
                 mtime: t.now,

@@ -299,7 +299,7 @@ impl Txn<'_> {
         }
         inode.nbytes += data.len() as u64;
         let fe = FileExtent {
-            generation: self.e.committed_generation() + 1,
+            generation: self.e.transaction_generation(),
             disk_bytenr: 0,
             disk_len: 0,
             offset: 0,
@@ -387,7 +387,7 @@ impl Txn<'_> {
         kind: ExtentKind,
     ) -> Result<()> {
         let fe = FileExtent {
-            generation: self.e.committed_generation() + 1,
+            generation: self.e.transaction_generation(),
             disk_bytenr: bytenr,
             disk_len: len,
             offset: 0,

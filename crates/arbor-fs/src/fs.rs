@@ -144,7 +144,7 @@ impl Fs {
             ino: ROOT_INO,
             mode: S_IFDIR | 0o755,
             nlink: 2,
-            generation: e.committed_generation() + 1,
+            generation: e.transaction_generation(),
             seq: crate::items::FIRST_DIR_INDEX,
             atime: now,
             mtime: now,
@@ -276,11 +276,14 @@ impl Fs {
         }
         let _writer = self.writer_lock()?;
         let prepared = self.engine_exclusive()?.commit_begin()?;
-        if let Some(prepared) = prepared {
-            let written = self.read()?.commit_write(&prepared);
-            self.engine_exclusive()?.commit_end(prepared, written)?;
-        }
+        let written = match &prepared {
+            Some(p) => Some(self.read()?.commit_write(p)),
+            None => None,
+        };
         let mut e = self.engine_exclusive()?;
+        if let (Some(prepared), Some(written)) = (prepared, written) {
+            e.commit_end(prepared, written)?;
+        }
         self.reclaim(&mut e);
         Ok(())
     }
