@@ -158,7 +158,7 @@ impl Fs {
     pub fn write_file(&self, ino: u64, offset: u64, data: &[u8], kill_suid: bool) -> Result<Inode> {
         self.change(|t| {
             let n = data.len() as u64;
-            t.e.reserve(t.tree, 6 + 2 * n.div_ceil(max_extent(t.e)), n + 2 * BLOCK)?;
+            t.e.reserve(t.tree, 7 + 2 * n.div_ceil(max_extent(t.e)), n + 2 * BLOCK)?;
             let mut inode = t.inode(ino)?;
             if inode.is_dir() {
                 return Err(FsError::IsDir);
@@ -166,12 +166,7 @@ impl Fs {
             t.write_data(&mut inode, offset, data)?;
             inode.mtime = t.now;
             inode.ctime = t.now;
-            if kill_suid {
-                inode.mode &= !crate::items::S_ISUID;
-                if inode.mode & crate::items::S_IXGRP != 0 {
-                    inode.mode &= !crate::items::S_ISGID;
-                }
-            }
+            t.kill_privs(&mut inode, kill_suid)?;
             t.put_inode(&inode)?;
             Ok(inode)
         })

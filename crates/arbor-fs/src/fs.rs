@@ -10,8 +10,8 @@
 
 use crate::error::{FsError, Result};
 use crate::items::{
-    FsDataRefs, INFO_OBJECTID, Inode, NAME_MAX, ORPHAN_OBJECTID, ROOT_INO, S_IFDIR, S_IFMT,
-    S_ISGID, S_ISUID, S_IXGRP, Time, key, ty,
+    FsDataRefs, INFO_OBJECTID, Inode, NAME_MAX, ORPHAN_OBJECTID, ROOT_INO, S_IFDIR, S_IFMT, Time,
+    key, ty,
 };
 use arbor_engine::storage::Storage;
 use arbor_engine::{Config, Engine, Key, MkfsOptions};
@@ -62,8 +62,9 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
     pub ctime: Option<Time>,
     pub crtime: Option<Time>,
-    /// Clear set-user-ID, and set-group-ID if group-executable (a write by someone
-    /// other than root, or a chown).
+    /// Clear set-user-ID, and set-group-ID if group-executable (a truncation by
+    /// someone other than root, or a chown). `security.capability` goes on any
+    /// truncation or change of owner.
     pub kill_suid: bool,
 }
 
@@ -387,6 +388,7 @@ impl Fs {
     /// Changes attributes, truncating or extending the file for `size`.
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Inode> {
         self.change(|t| {
+            t.e.reserve(t.tree, 4, 0)?;
             let mut inode = t.inode(ino)?;
             if let Some(size) = set.size {
                 if inode.is_dir() {
@@ -409,12 +411,8 @@ impl Fs {
                 inode.gid = set.gid.unwrap_or(inode.gid);
                 inode.ctime = t.now;
             }
-            if set.kill_suid && !inode.is_dir() {
-                inode.mode &= !S_ISUID;
-                if inode.mode & S_IXGRP != 0 {
-                    inode.mode &= !S_ISGID;
-                }
-                inode.ctime = t.now;
+            if set.kill_suid || set.size.is_some() || set.uid.is_some() || set.gid.is_some() {
+                t.kill_privs(&mut inode, set.kill_suid)?;
             }
             for (field, value) in [(&mut inode.atime, set.atime), (&mut inode.mtime, set.mtime)] {
                 match value {

@@ -4,8 +4,13 @@
 use crate::acl;
 use crate::error::{FsError, Result};
 use crate::fs::{Fs, Txn};
-use crate::items::{decode_xattrs, encode_xattrs, key, name_hash, ty};
+use crate::items::{
+    Inode, S_ISGID, S_ISUID, S_IXGRP, decode_xattrs, encode_xattrs, key, name_hash, ty,
+};
 use arbor_engine::Engine;
+
+/// The file capabilities that a write, a truncation or a chown removes.
+const SECURITY_CAPABILITY: &[u8] = b"security.capability";
 
 /// How `setxattr` treats an existing attribute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,6 +143,28 @@ impl Txn<'_> {
             return Err(FsError::TooBig(value.len()));
         }
         self.e.insert(self.tree, k, &bytes)?;
+        Ok(())
+    }
+
+    /// What Linux does to a file on a write, a truncation or a change of owner:
+    /// `security.capability` goes, and with `kill_suid` set-user-ID goes too, and
+    /// set-group-ID if the file is group-executable. The caller stores the inode.
+    pub(crate) fn kill_privs(&mut self, inode: &mut Inode, kill_suid: bool) -> Result<()> {
+        if inode.is_dir() {
+            return Ok(());
+        }
+        let mut changed = self.remove_xattr_raw(inode.ino, SECURITY_CAPABILITY)?;
+        if kill_suid && inode.mode & (S_ISUID | S_ISGID) != 0 {
+            let before = inode.mode;
+            inode.mode &= !S_ISUID;
+            if inode.mode & S_IXGRP != 0 {
+                inode.mode &= !S_ISGID;
+            }
+            changed |= inode.mode != before;
+        }
+        if changed {
+            inode.ctime = self.now;
+        }
         Ok(())
     }
 

@@ -116,7 +116,11 @@ impl fuser::Filesystem for Adapter {
             | InitFlags::FUSE_DONT_MASK
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_ASYNC_DIO;
+            | InitFlags::FUSE_ASYNC_DIO
+            // The daemon clears set-user-ID, set-group-ID and security.capability on
+            // writes, truncations and chowns, so the kernel need not ask for
+            // security.capability before every write (SB_NOSEC).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let wanted = if self.read_only {
             wanted - InitFlags::FUSE_WRITEBACK_CACHE
         } else {
@@ -152,6 +156,7 @@ impl fuser::Filesystem for Adapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.stats.request("getattr");
+        tracing::trace!(?ino, ?_fh, "getattr");
         match self.fs.getattr(to_ino(ino)) {
             Ok(i) => reply.attr(&self.ttl, &file_attr(&i)),
             Err(e) => reply.error(errno(&e)),
@@ -160,7 +165,7 @@ impl fuser::Filesystem for Adapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -186,7 +191,10 @@ impl fuser::Filesystem for Adapter {
             mtime: set_time(mtime),
             ctime: ctime.map(from_system_time),
             crtime: crtime.map(from_system_time),
-            kill_suid: false,
+            // With FUSE_HANDLE_KILLPRIV_V2 the daemon clears set-user-ID and
+            // set-group-ID on a chown, and on a truncation by a caller without
+            // CAP_FSETID (fuser does not pass FATTR_KILL_SUIDGID; root stands for it).
+            kill_suid: uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0),
         };
         match self.ro().and_then(|()| self.fs.setattr(to_ino(ino), &set)) {
             Ok(i) => reply.attr(&self.ttl, &file_attr(&i)),

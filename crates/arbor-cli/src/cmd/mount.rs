@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::level_filters::LevelFilter;
 
 /// Arguments of `arbor mount`.
 #[derive(Debug, clap::Args)]
@@ -184,7 +185,15 @@ fn daemonize(args: &Args, opts: &Options) -> Result<ExitCode> {
         ),
         None => Stdio::null(),
     };
+    // The daemon logs at the level this process was given (-v, -vv, -vvv).
+    let verbosity = match tracing::level_filters::LevelFilter::current() {
+        LevelFilter::TRACE => 3,
+        LevelFilter::DEBUG => 2,
+        LevelFilter::INFO => 1,
+        _ => 0,
+    };
     let mut child = Command::new(exe)
+        .args(std::iter::repeat_n("-v", verbosity))
         .arg("mount")
         .arg("-f")
         .arg("--notify-ready")

@@ -212,20 +212,71 @@ fn timestamps_utime_now_omit_and_nanoseconds() {
 fn setuid_and_setgid_are_cleared_on_write_and_chown() {
     let m = Mount::new("128M", "");
     let f = m.path("prog");
+    let mode = |f: &std::path::Path| std::fs::metadata(f).unwrap().mode() & 0o7777;
     std::fs::write(&f, b"#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o6777)).unwrap();
+    let mut w = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    w.write_all(b"# root may write\n").unwrap();
+    w.sync_all().unwrap();
+    drop(w);
+    assert_eq!(mode(&f), 0o6777, "root (CAP_FSETID) keeps both on write");
     let out = as_nobody(&format!("echo more >> {}", f.display()));
     assert!(out.status.success(), "{out:?}");
-    let mode = std::fs::metadata(&f).unwrap().mode();
+    assert_eq!(mode(&f), 0o777, "a write by another user clears both");
+
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o6777)).unwrap();
+    let out = as_nobody(&format!("truncate -s 4 {}", f.display()));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&f), 0o777, "a truncation by another user clears both");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o6777)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(2)
+        .unwrap();
+    assert_eq!(mode(&f), 0o6777, "root keeps both on truncation");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o2745)).unwrap();
+    let out = as_nobody(&format!("echo more >> {}", f.display()));
+    assert!(!out.status.success(), "no write permission: {out:?}");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o2767)).unwrap();
+    let out = as_nobody(&format!("echo more >> {}", f.display()));
+    assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        mode & 0o6000,
-        0,
-        "a write by another user clears both: {mode:o}"
+        mode(&f),
+        0o2767,
+        "set-group-ID without group execute (mandatory locking) stays"
     );
+
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
     std::os::unix::fs::chown(&f, Some(1), Some(1)).unwrap();
-    let mode = std::fs::metadata(&f).unwrap().mode();
-    assert_eq!(mode & 0o4000, 0, "chown clears setuid: {mode:o}");
+    assert_eq!(mode(&f), 0o755, "chown clears setuid");
+
+    // File capabilities (VFS_CAP_REVISION_2, CAP_NET_BIND_SERVICE permitted and
+    // effective) go on any write, a root's too, and on chown.
+    let caps: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for (how, change) in [
+        (
+            "write",
+            &(|f: &std::path::Path| {
+                let mut w = std::fs::OpenOptions::new().append(true).open(f).unwrap();
+                w.write_all(b"x").unwrap();
+                w.sync_all().unwrap();
+            }) as &dyn Fn(&std::path::Path),
+        ),
+        ("chown", &|f: &std::path::Path| {
+            std::os::unix::fs::chown(f, Some(2), Some(2)).unwrap()
+        }),
+    ] {
+        xattr::set(&f, "security.capability", &caps).unwrap();
+        assert!(xattr::get(&f, "security.capability").unwrap().is_some());
+        change(&f);
+        assert_eq!(
+            xattr::get(&f, "security.capability").unwrap(),
+            None,
+            "a {how} removes security.capability"
+        );
+    }
 }
 
 #[test]
