@@ -327,3 +327,67 @@ fn a_change_that_fails_half_done_is_never_committed() {
     assert!(fs.lookup(ROOT_INO, b"kept").is_ok());
     assert!(Fs::check_image(dev).is_clean());
 }
+
+#[test]
+fn writes_truncations_and_chowns_drop_file_capabilities_and_set_id_bits() {
+    let (dev, fs) = fs_on(32 << 20);
+    let f = mk(&fs, ROOT_INO, "prog", REG);
+    let flags = arbor_fs::XattrFlags::default();
+    let cap = b"security.capability";
+    let mode = |fs: &Fs| fs.getattr(f).unwrap().mode & 0o7777;
+    let has_cap = |fs: &Fs| fs.getxattr(f, cap).is_ok();
+    let set = |s: arbor_fs::SetAttr| fs.setattr(f, &s).unwrap();
+    set(arbor_fs::SetAttr {
+        mode: Some(0o6775),
+        ..Default::default()
+    });
+
+    fs.setxattr(f, cap, b"caps", flags).unwrap();
+    fs.write_file(f, 0, b"root writes", false).unwrap();
+    assert!(!has_cap(&fs), "any write drops security.capability");
+    assert_eq!(
+        mode(&fs),
+        0o6775,
+        "a write without kill_suid keeps set-ID bits"
+    );
+    fs.write_file(f, 0, b"user writes", true).unwrap();
+    assert_eq!(mode(&fs), 0o775, "kill_suid clears both (group-executable)");
+
+    fs.setxattr(f, cap, b"caps", flags).unwrap();
+    set(arbor_fs::SetAttr {
+        mode: Some(0o2765),
+        ..Default::default()
+    });
+    set(arbor_fs::SetAttr {
+        size: Some(3),
+        kill_suid: true,
+        ..Default::default()
+    });
+    assert!(!has_cap(&fs), "a truncation drops security.capability");
+    assert_eq!(
+        mode(&fs),
+        0o2765,
+        "set-group-ID without group execute stays"
+    );
+
+    fs.setxattr(f, cap, b"caps", flags).unwrap();
+    set(arbor_fs::SetAttr {
+        mode: Some(0o4755),
+        ..Default::default()
+    });
+    set(arbor_fs::SetAttr {
+        uid: Some(7),
+        kill_suid: true,
+        ..Default::default()
+    });
+    assert!(!has_cap(&fs), "a chown drops security.capability");
+    assert_eq!(mode(&fs), 0o755);
+
+    fs.setxattr(f, cap, b"caps", flags).unwrap();
+    set(arbor_fs::SetAttr {
+        mode: Some(0o644),
+        ..Default::default()
+    });
+    assert!(has_cap(&fs), "a chmod keeps it");
+    assert_consistent(&dev, &fs);
+}
