@@ -24,6 +24,7 @@ pub struct Adapter {
     /// writer, and the kernel invalidates what its own requests change.
     pub(crate) ttl: Duration,
     pub(crate) read_only: bool,
+    pub(crate) writeback_cache: bool,
     /// Tells the kernel about changes it cannot see (the blocks a write allocated).
     pub(crate) notifier: Arc<OnceLock<fuser::Notifier>>,
     pub(crate) stats: crate::stats::Stats,
@@ -121,7 +122,7 @@ impl fuser::Filesystem for Adapter {
             // writes, truncations and chowns, so the kernel need not ask for
             // security.capability before every write (SB_NOSEC).
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
-        let wanted = if self.read_only {
+        let wanted = if !self.writeback_cache {
             wanted - InitFlags::FUSE_WRITEBACK_CACHE
         } else {
             wanted

@@ -18,7 +18,7 @@ use tracing::level_filters::LevelFilter;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Mount options, comma-separated: ro, rw, commit=SECONDS (default 5),
-    /// allow_other (default when root), noallow_other, threads=N, attr_timeout=SECONDS, log=FILE. Options of mount(8)
+    /// allow_other (default when root), noallow_other, threads=N, attr_timeout=SECONDS, nowriteback, log=FILE. Options of mount(8)
     /// such as defaults, noauto, nofail, dev or suid are accepted and ignored.
     #[arg(short = 'o', long = "options", value_delimiter = ',')]
     pub options: Vec<String>,
@@ -71,6 +71,8 @@ pub fn parse_options(opts: &[String]) -> Result<Options> {
                     bail!("commit=0: the interval must be positive");
                 }
             }
+            "writeback" => config.writeback_cache = true,
+            "nowriteback" => config.writeback_cache = false,
             "allow_other" => config.allow_other = true,
             "noallow_other" => config.allow_other = false,
             "threads" => {

@@ -152,21 +152,7 @@ fn wait_unlocked(image: &std::path::Path) {
 #[test]
 fn requests_are_served_by_several_threads_in_1_mib_writes() {
     let m = Mount::image("256M");
-    let daemon = arbor()
-        .args(["-v", "mount", "-f"])
-        .arg(&m.image)
-        .arg(&m.mnt)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !std::fs::read_to_string("/proc/mounts")
-        .unwrap()
-        .contains(&*m.mnt.to_string_lossy())
-    {
-        assert!(std::time::Instant::now() < deadline, "never mounted");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let daemon = serve_in_foreground(&m, "");
     let data = vec![0x3cu8; 16 << 20];
     std::fs::write(m.path("big"), &data).unwrap();
     std::fs::File::open(m.path("big"))
@@ -200,15 +186,13 @@ fn requests_are_served_by_several_threads_in_1_mib_writes() {
         nix::sys::stat::minor(dev)
     );
     assert_eq!(std::fs::read_to_string(&knob).unwrap().trim(), "1024");
-    retry_while_busy(Command::new("umount").arg(&m.mnt), "umount");
-    let out = daemon.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = unmount_and_read_log(&m, daemon);
     for cap in [
         "FUSE_WRITEBACK_CACHE",
         "FUSE_PARALLEL_DIROPS",
         "FUSE_POSIX_ACL",
         "FUSE_DO_READDIRPLUS",
+        "FUSE_HANDLE_KILLPRIV_V2",
     ] {
         assert!(log.contains(cap), "{cap} not negotiated:\n{log}");
     }
@@ -224,6 +208,52 @@ fn requests_are_served_by_several_threads_in_1_mib_writes() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(threads >= 2, "served by {threads} threads:\n{log}");
+}
+
+/// `-o nowriteback` turns the kernel's write cache off: every write(2) reaches the
+/// daemon as it is, in its own size.
+#[test]
+fn nowriteback_sends_each_write_as_it_comes() {
+    let m = Mount::image("64M");
+    let daemon = serve_in_foreground(&m, "nowriteback");
+    let chunk: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    let mut f = std::fs::File::create(m.path("f")).unwrap();
+    for _ in 0..64 {
+        std::io::Write::write_all(&mut f, &chunk).unwrap();
+    }
+    drop(f);
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), chunk.repeat(64));
+    let log = unmount_and_read_log(&m, daemon);
+    assert!(!log.contains("FUSE_WRITEBACK_CACHE"), "{log}");
+    assert!(log.contains("largest write 4096 bytes"), "{log}");
+}
+
+/// Runs `arbor -v mount -f -o OPTIONS` on the image and returns once it is mounted.
+fn serve_in_foreground(m: &Mount, options: &str) -> std::process::Child {
+    let daemon = arbor()
+        .args(["-v", "mount", "-f", "-o", options])
+        .arg(&m.image)
+        .arg(&m.mnt)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .contains(&*m.mnt.to_string_lossy())
+    {
+        assert!(std::time::Instant::now() < deadline, "never mounted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    daemon
+}
+
+/// Unmounts a mount served by [`serve_in_foreground`] and returns the daemon's log.
+fn unmount_and_read_log(m: &Mount, daemon: std::process::Child) -> String {
+    retry_while_busy(Command::new("umount").arg(&m.mnt), "umount");
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Plain umount(8) and fusermount3 -u end the daemon too, after its final commit.
