@@ -4,10 +4,12 @@
 
 use crate::error::{FsError, Result};
 use crate::fs::{Caller, Fs, MAX_LINKS, Txn};
+use crate::ino::{Loc, TOP_SUBVOL};
 use crate::items::{
-    DirEntry, FIRST_DIR_INDEX, Inode, NAME_MAX, ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT, S_ISGID,
-    decode_refs, dtype, encode_refs, key, name_hash, ty,
+    DT_SUBVOL, DirEntry, FIRST_DIR_INDEX, Inode, NAME_MAX, ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT,
+    S_ISGID, decode_refs, dtype, encode_refs, key, name_hash, ty,
 };
+use crate::subvol_items::{SUBVOL_TREE, SubvolRef, sty};
 use arbor_engine::Engine;
 
 /// How `rename` treats an existing target.
@@ -42,7 +44,12 @@ pub(crate) fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn find_in_dir(e: &Engine, tree: u64, dir: u64, name: &[u8]) -> Result<Option<DirEntry>> {
+pub(crate) fn find_in_dir(
+    e: &Engine,
+    tree: u64,
+    dir: u64,
+    name: &[u8],
+) -> Result<Option<DirEntry>> {
     if name.len() > NAME_MAX {
         return Err(FsError::NameTooLong(name.len()));
     }
@@ -55,26 +62,56 @@ fn find_in_dir(e: &Engine, tree: u64, dir: u64, name: &[u8]) -> Result<Option<Di
         .find(|d| d.name == name))
 }
 
+/// What a directory entry in subvolume `subvol` names: an inode of the same subvolume,
+/// or the root directory of another.
+pub(crate) fn entry_target(subvol: u64, d: &DirEntry) -> Loc {
+    if d.is_subvol() {
+        Loc::root_of(d.ino)
+    } else {
+        Loc::new(subvol, d.ino)
+    }
+}
+
 impl Fs {
     /// The inode that `name` in directory `parent` names.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Inode> {
-        self.with_engine(|e| self.lookup_in(e, parent, name))
+        let at = Loc::of(parent)?;
+        self.with_engine(|e| self.lookup_in(e, at, name))
     }
 
-    fn lookup_in(&self, e: &Engine, parent: u64, name: &[u8]) -> Result<Inode> {
-        let dir = Self::get_inode(e, self.tree, parent)?;
+    fn lookup_in(&self, e: &Engine, at: Loc, name: &[u8]) -> Result<Inode> {
+        let dir = Self::get_inode(e, at.subvol, at.ino)?;
         if !dir.is_dir() {
             return Err(FsError::NotDir);
         }
-        if name == b"." {
-            return Ok(dir);
+        let target = match name {
+            b"." => at,
+            b".." => Self::parent_loc(e, at)?,
+            _ => match find_in_dir(e, at.subvol, at.ino, name)? {
+                Some(d) => entry_target(at.subvol, &d),
+                None => return Err(FsError::NotFound),
+            },
+        };
+        Ok(Self::get_inode(e, target.subvol, target.ino)?.in_subvol(target.subvol))
+    }
+
+    /// A directory's parent, across subvolume boundaries: the root of a subvolume
+    /// has the directory that holds it as parent; the top-level root is its own.
+    pub(crate) fn parent_loc(e: &Engine, at: Loc) -> Result<Loc> {
+        if at.ino != ROOT_INO {
+            return Ok(Loc::new(at.subvol, Self::parent_of(e, at.subvol, at.ino)?));
         }
-        if name == b".." {
-            let p = Self::parent_of(e, self.tree, parent)?;
-            return Self::get_inode(e, self.tree, p);
+        if at.subvol == TOP_SUBVOL {
+            return Ok(at);
         }
-        match find_in_dir(e, self.tree, parent, name)? {
-            Some(d) => Self::get_inode(e, self.tree, d.ino),
+        let lo = key(at.subvol, sty::ROOT_BACKREF, 0);
+        let hi = key(at.subvol, sty::ROOT_BACKREF, u64::MAX);
+        match e.range(SUBVOL_TREE, lo..=hi)?.next() {
+            Some(item) => {
+                let (k, v) = item?;
+                let r = SubvolRef::decode(at.subvol, k, &v)?;
+                Ok(Loc::new(k.offset, r.dirid))
+            }
             None => Err(FsError::NotFound),
         }
     }
@@ -95,24 +132,26 @@ impl Fs {
     /// Lists a directory from offset `from` (0 = start). Returns at most `limit`
     /// entries; "." and ".." come first.
     pub fn readdir(&self, dir: u64, from: u64, limit: usize) -> Result<Vec<ReadDirEntry>> {
-        self.with_engine(|e| self.readdir_in(e, dir, from, limit))
+        let at = Loc::of(dir)?;
+        self.with_engine(|e| self.readdir_in(e, at, from, limit))
     }
 
     fn readdir_in(
         &self,
         e: &Engine,
-        dir: u64,
+        at: Loc,
         from: u64,
         limit: usize,
     ) -> Result<Vec<ReadDirEntry>> {
-        let inode = Self::get_inode(e, self.tree, dir)?;
+        let dir = at.ino;
+        let inode = Self::get_inode(e, at.subvol, dir)?;
         if !inode.is_dir() {
             return Err(FsError::NotDir);
         }
         let mut out = Vec::new();
         if from < 1 {
             out.push(ReadDirEntry {
-                ino: dir,
+                ino: at.global(),
                 next: 1,
                 dtype: 4,
                 name: b".".to_vec(),
@@ -120,7 +159,7 @@ impl Fs {
         }
         if from < 2 {
             out.push(ReadDirEntry {
-                ino: Self::parent_of(e, self.tree, dir)?,
+                ino: Self::parent_loc(e, at)?.global(),
                 next: 2,
                 dtype: 4,
                 name: b"..".to_vec(),
@@ -128,16 +167,16 @@ impl Fs {
         }
         let lo = key(dir, ty::DIR_INDEX, from.max(FIRST_DIR_INDEX));
         let hi = key(dir, ty::DIR_INDEX, u64::MAX);
-        for item in e.range(self.tree, lo..=hi)? {
+        for item in e.range(at.subvol, lo..=hi)? {
             if out.len() >= limit {
                 break;
             }
             let (k, v) = item?;
             for d in DirEntry::decode_list(dir, k, &v)? {
                 out.push(ReadDirEntry {
-                    ino: d.ino,
+                    ino: entry_target(at.subvol, &d).global(),
                     next: k.offset + 1,
-                    dtype: d.dtype,
+                    dtype: d.dtype & !DT_SUBVOL,
                     name: d.name,
                 });
             }
@@ -166,7 +205,11 @@ impl Fs {
                 FsError::NameTooLong(t.len())
             });
         }
-        self.change(|t| {
+        let Loc {
+            subvol,
+            ino: parent,
+        } = Loc::of(parent)?;
+        self.change(subvol, |t| {
             let data = target.map_or(0, |x| x.len() as u64);
             t.e.reserve(t.tree, 10, data)?;
             let mut dir = t.inode(parent)?;
@@ -220,7 +263,7 @@ impl Fs {
                 dir.nlink += 1;
             }
             t.put_inode(&dir)?;
-            Ok(inode)
+            Ok(inode.clone().in_subvol(subvol))
         })
     }
 
@@ -236,7 +279,12 @@ impl Fs {
     /// Adds a hard link to `ino` as `name` in `parent`.
     pub fn link(&self, ino: u64, parent: u64, name: &[u8]) -> Result<Inode> {
         check_name(name)?;
-        self.change(|t| {
+        let (at, dir_at) = (Loc::of(ino)?, Loc::of(parent)?);
+        if at.subvol != dir_at.subvol {
+            return Err(FsError::CrossSubvolume);
+        }
+        let (subvol, ino, parent) = (at.subvol, at.ino, dir_at.ino);
+        self.change(subvol, |t| {
             t.e.reserve(t.tree, 6, 0)?;
             let mut inode = t.inode(ino)?;
             if inode.is_dir() {
@@ -260,7 +308,7 @@ impl Fs {
             t.add_entry(&mut dir, name, &inode)?;
             t.put_inode(&inode)?;
             t.put_inode(&dir)?;
-            Ok(inode)
+            Ok(inode.clone().in_subvol(subvol))
         })
     }
 
@@ -275,13 +323,27 @@ impl Fs {
     }
 
     fn remove(&self, parent: u64, name: &[u8], want_dir: bool) -> Result<()> {
-        self.change(|t| {
+        let Loc {
+            subvol,
+            ino: parent,
+        } = Loc::of(parent)?;
+        self.change(subvol, |t| {
             t.e.reserve(t.tree, 8, 0)?;
             let mut dir = t.inode(parent)?;
             if !dir.is_dir() {
                 return Err(FsError::NotDir);
             }
             let entry = find_in_dir(t.e, t.tree, parent, name)?.ok_or(FsError::NotFound)?;
+            if entry.is_subvol() {
+                return Err(if want_dir {
+                    FsError::NotPermitted(format!(
+                        "{} is a subvolume: use `arbor subvolume delete`",
+                        String::from_utf8_lossy(name)
+                    ))
+                } else {
+                    FsError::IsDir
+                });
+            }
             let mut inode = t.inode(entry.ino)?;
             match (want_dir, inode.is_dir()) {
                 (false, true) => return Err(FsError::IsDir),
@@ -317,7 +379,12 @@ impl Fs {
                 "RENAME_NOREPLACE with RENAME_EXCHANGE".into(),
             ));
         }
-        self.change(|t| {
+        let (from, to) = (Loc::of(parent)?, Loc::of(new_parent)?);
+        if from.subvol != to.subvol {
+            return Err(FsError::CrossSubvolume);
+        }
+        let (subvol, parent, new_parent) = (from.subvol, from.ino, to.ino);
+        self.change(subvol, |t| {
             t.e.reserve(t.tree, 16, 0)?;
             let mut src_dir = t.inode(parent)?;
             let mut dst_dir = t.inode(new_parent)?;
@@ -326,6 +393,22 @@ impl Fs {
             }
             let src = find_in_dir(t.e, t.tree, parent, name)?.ok_or(FsError::NotFound)?;
             let dst = find_in_dir(t.e, t.tree, new_parent, new_name)?;
+            if dst.as_ref().is_some_and(DirEntry::is_subvol) {
+                return Err(FsError::NotPermitted(
+                    "the target is a subvolume: delete it first".into(),
+                ));
+            }
+            if src.is_subvol() {
+                if flags.exchange {
+                    return Err(FsError::NotPermitted(
+                        "RENAME_EXCHANGE of a subvolume".into(),
+                    ));
+                }
+                if dst.is_some() {
+                    return Err(FsError::Exists);
+                }
+                return t.move_subvol_entry(&mut src_dir, &src, &mut dst_dir, new_name);
+            }
             let mut src_inode = t.inode(src.ino)?;
             if src_inode.is_dir() && t.is_ancestor(src.ino, new_parent)? {
                 return Err(FsError::Invalid(
@@ -415,13 +498,37 @@ impl Txn<'_> {
 
     /// Adds `name → inode` to `dir` (in memory; the caller writes `dir`).
     pub(crate) fn add_entry(&mut self, dir: &mut Inode, name: &[u8], inode: &Inode) -> Result<()> {
+        let index = self.put_dir_entry(dir, name, inode.ino, dtype(inode.mode))?;
+        let rk = key(inode.ino, ty::INODE_REF, dir.ino);
+        let mut refs = match self.e.get(self.tree, rk)? {
+            Some(v) => decode_refs(inode.ino, rk, &v)?,
+            None => Vec::new(),
+        };
+        refs.push((index, name.to_vec()));
+        self.e.insert(self.tree, rk, &encode_refs(&refs))?;
+        Ok(())
+    }
+
+    /// Adds `name → subvolume` to `dir` (in memory; the caller writes `dir` and the
+    /// subvolume's references) and returns the entry's index.
+    pub(crate) fn add_subvol_entry(
+        &mut self,
+        dir: &mut Inode,
+        name: &[u8],
+        subvol: u64,
+    ) -> Result<u64> {
+        self.put_dir_entry(dir, name, subvol, dtype(S_IFDIR) | DT_SUBVOL)
+    }
+
+    /// Writes the `DIR_ITEM` and `DIR_INDEX` of a new name and returns its index.
+    fn put_dir_entry(&mut self, dir: &mut Inode, name: &[u8], ino: u64, dtype: u8) -> Result<u64> {
         let index = dir.seq;
         dir.seq = dir.seq.checked_add(1).ok_or_else(|| {
             FsError::Invalid(format!("directory {} has used every index", dir.ino))
         })?;
         let entry = DirEntry {
-            ino: inode.ino,
-            dtype: dtype(inode.mode),
+            ino,
+            dtype,
             index,
             name: name.to_vec(),
         };
@@ -442,17 +549,42 @@ impl Txn<'_> {
         entry.encode_into(&mut one);
         self.e
             .insert(self.tree, key(dir.ino, ty::DIR_INDEX, index), &one)?;
-        let rk = key(inode.ino, ty::INODE_REF, dir.ino);
-        let mut refs = match self.e.get(self.tree, rk)? {
-            Some(v) => decode_refs(inode.ino, rk, &v)?,
-            None => Vec::new(),
-        };
-        refs.push((index, name.to_vec()));
-        self.e.insert(self.tree, rk, &encode_refs(&refs))?;
         dir.size += 2 * name.len() as u64;
         dir.mtime = self.now;
         dir.ctime = self.now;
-        Ok(())
+        Ok(index)
+    }
+
+    /// Renames the entry of a subvolume (within one parent subvolume) and moves its
+    /// references along; a subvolume counts as a subdirectory of its directory.
+    fn move_subvol_entry(
+        &mut self,
+        src_dir: &mut Inode,
+        src: &DirEntry,
+        dst_dir: &mut Inode,
+        new_name: &[u8],
+    ) -> Result<()> {
+        let same = src_dir.ino == dst_dir.ino;
+        self.remove_entry(src_dir, src)?;
+        if same {
+            *dst_dir = src_dir.clone();
+        }
+        let index = self.add_subvol_entry(dst_dir, new_name, src.ino)?;
+        if !same {
+            src_dir.nlink = src_dir.nlink.saturating_sub(1);
+            dst_dir.nlink = dst_dir.nlink.saturating_add(1);
+            self.put_inode(src_dir)?;
+        }
+        self.put_inode(dst_dir)?;
+        self.put_subvol_refs(
+            src.ino,
+            self.tree,
+            &SubvolRef {
+                dirid: dst_dir.ino,
+                index,
+                name: new_name.to_vec(),
+            },
+        )
     }
 
     /// Removes `entry` from `dir` (in memory; the caller writes `dir`).
@@ -476,7 +608,10 @@ impl Txn<'_> {
         self.e
             .delete(self.tree, key(dir.ino, ty::DIR_INDEX, entry.index))?;
         let rk = key(entry.ino, ty::INODE_REF, dir.ino);
-        if let Some(v) = self.e.get(self.tree, rk)? {
+        if entry.is_subvol() {
+            // A subvolume's references live in the subvolume tree; the caller keeps
+            // them right.
+        } else if let Some(v) = self.e.get(self.tree, rk)? {
             let rest: Vec<(u64, Vec<u8>)> = decode_refs(entry.ino, rk, &v)?
                 .into_iter()
                 .filter(|(i, _)| *i != entry.index)

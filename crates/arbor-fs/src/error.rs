@@ -34,6 +34,12 @@ pub enum FsError {
     TooManyLinks,
     #[error("not supported: {0}")]
     NotSupported(&'static str),
+    #[error("subvolume {0} is read-only")]
+    ReadOnly(u64),
+    #[error("crosses a subvolume boundary")]
+    CrossSubvolume,
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("no data at or after offset {0}")]
     NoData(u64),
     #[error("checksum mismatch in inode {ino} at file offset {offset} (block {bytenr})")]

@@ -6,6 +6,7 @@
 
 use crate::error::{FsError, Result};
 use crate::fs::{Fs, MAX_FILE_SIZE, Txn};
+use crate::ino::Loc;
 use crate::items::{BLOCK, EXTENT_HEADER, ExtentKind, FileExtent, Inode, key, ty};
 use arbor_engine::Engine;
 
@@ -131,8 +132,9 @@ impl Fs {
     /// Reads up to `size` bytes at `offset` (fewer at the end of the file). Blocks are
     /// read without holding the engine lock.
     pub fn read_file(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let at = Loc::of(ino)?;
         let plan = self.with_engine(|e| {
-            let inode = Self::get_inode(e, self.tree, ino)?;
+            let inode = Self::get_inode(e, at.subvol, at.ino)?;
             if inode.is_dir() {
                 return Err(FsError::IsDir);
             }
@@ -140,7 +142,7 @@ impl Fs {
                 return Ok(None);
             }
             let end = offset.saturating_add(u64::from(size)).min(inode.size);
-            let exts = extents_in(e, self.tree, ino, offset, end)?;
+            let exts = extents_in(e, at.subvol, at.ino, offset, end)?;
             // Registered under the engine lock: no commit can free these blocks for
             // reuse until the read below is done.
             let reading = self.reading(e.committed_generation());
@@ -156,7 +158,8 @@ impl Fs {
 
     /// Writes `data` at `offset`; returns the inode after the write.
     pub fn write_file(&self, ino: u64, offset: u64, data: &[u8], kill_suid: bool) -> Result<Inode> {
-        self.change(|t| {
+        let Loc { subvol, ino } = Loc::of(ino)?;
+        self.change(subvol, |t| {
             let n = data.len() as u64;
             t.e.reserve(t.tree, 7 + 2 * n.div_ceil(max_extent(t.e)), n + 2 * BLOCK)?;
             let mut inode = t.inode(ino)?;
@@ -168,7 +171,7 @@ impl Fs {
             inode.ctime = t.now;
             t.kill_privs(&mut inode, kill_suid)?;
             t.put_inode(&inode)?;
-            Ok(inode)
+            Ok(inode.clone().in_subvol(subvol))
         })
     }
 
@@ -181,7 +184,8 @@ impl Fs {
         if mode.punch_hole && (!mode.keep_size || mode.zero_range) {
             return Err(FsError::NotSupported("punch hole without keep size"));
         }
-        self.change(|t| {
+        let Loc { subvol, ino } = Loc::of(ino)?;
+        self.change(subvol, |t| {
             let mut inode = t.inode(ino)?;
             if !inode.is_reg() {
                 return Err(if inode.is_dir() {
@@ -213,21 +217,22 @@ impl Fs {
                 inode.mtime = t.now;
             }
             t.put_inode(&inode)?;
-            Ok(inode)
+            Ok(inode.clone().in_subvol(subvol))
         })
     }
 
     /// `lseek` with SEEK_DATA (`data`) or SEEK_HOLE. Preallocated extents are holes.
     pub fn seek(&self, ino: u64, offset: u64, data: bool) -> Result<u64> {
-        self.with_engine(|e| self.seek_in(e, ino, offset, data))
+        let at = Loc::of(ino)?;
+        self.with_engine(|e| Self::seek_in(e, at, offset, data))
     }
 
-    fn seek_in(&self, e: &Engine, ino: u64, offset: u64, data: bool) -> Result<u64> {
-        let inode = Self::get_inode(e, self.tree, ino)?;
+    fn seek_in(e: &Engine, at: Loc, offset: u64, data: bool) -> Result<u64> {
+        let inode = Self::get_inode(e, at.subvol, at.ino)?;
         if offset >= inode.size {
             return Err(FsError::NoData(offset));
         }
-        let exts = extents_in(e, self.tree, ino, offset, inode.size)?;
+        let exts = extents_in(e, at.subvol, at.ino, offset, inode.size)?;
         let mut pos = offset;
         for (fo, fe) in &exts {
             if matches!(fe.kind, ExtentKind::Prealloc) {

@@ -9,18 +9,20 @@
 //! that commit is done (`readers`, by the generation each read saw).
 
 use crate::error::{FsError, Result};
+use crate::ino::{Loc, TOP_SUBVOL};
 use crate::items::{
     FsDataRefs, INFO_OBJECTID, Inode, NAME_MAX, ORPHAN_OBJECTID, ROOT_INO, S_IFDIR, S_IFMT, Time,
     key, ty,
 };
+use crate::subvol_items::SUBVOL_TREE;
 use arbor_engine::storage::Storage;
 use arbor_engine::{Config, Engine, Key, MkfsOptions};
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// The subvolume tree the filesystem lives in (btrfs's FS_TREE).
-pub const FS_TREE: u64 = 5;
+/// The top-level subvolume's tree (btrfs's FS_TREE).
+pub const FS_TREE: u64 = TOP_SUBVOL;
 /// Largest file size.
 pub const MAX_FILE_SIZE: u64 = 1 << 60;
 /// Nodes one read-only operation may load with the lock released before it reads
@@ -91,7 +93,9 @@ pub(crate) struct Txn<'a> {
 #[derive(Debug)]
 pub struct Fs {
     pub(crate) engine: RwLock<Engine>,
-    pub(crate) tree: u64,
+    /// The subvolumes that refuse changes (their `ROOT_ITEM`s say so; kept here so
+    /// that a change need not look).
+    pub(crate) read_only_subvols: Mutex<HashSet<u64>>,
     /// Data reads in flight, counted by the committed generation they looked their
     /// blocks up in.
     pub(crate) readers: Mutex<BTreeMap<u64, usize>>,
@@ -140,7 +144,11 @@ impl Fs {
     pub fn mkfs(storage: Arc<dyn Storage>, opts: &MkfsOptions) -> Result<Engine> {
         let mut e = Engine::create(storage, opts, engine_config(false))?;
         e.create_tree(FS_TREE)?;
+        e.create_tree(SUBVOL_TREE)?;
         let now = Time::now();
+        for (k, v) in crate::subvol::top_level_items(e.transaction_generation(), now) {
+            e.insert(SUBVOL_TREE, k, &v)?;
+        }
         let root = Inode {
             ino: ROOT_INO,
             mode: S_IFDIR | 0o755,
@@ -167,14 +175,20 @@ impl Fs {
     /// were unlinked while open when the last session ended.
     pub fn open(storage: Arc<dyn Storage>, opts: &FsOptions) -> Result<Self> {
         let e = Engine::open(storage, engine_config(opts.read_only))?;
-        if !e.tree_exists(FS_TREE) {
+        if !e.tree_exists(FS_TREE) || !e.tree_exists(SUBVOL_TREE) {
             return Err(FsError::Invalid(
-                "the image holds no filesystem tree (made by an older `arbor mkfs`?)".into(),
+                "the image holds no filesystem or subvolume tree (made by an older `arbor mkfs`?)"
+                    .into(),
             ));
         }
+        let read_only_subvols = crate::subvol::list_items(&e)?
+            .into_iter()
+            .filter(|(_, item)| item.read_only())
+            .map(|(id, _)| id)
+            .collect();
         let fs = Fs {
             engine: RwLock::new(e),
-            tree: FS_TREE,
+            read_only_subvols: Mutex::new(read_only_subvols),
             readers: Mutex::new(BTreeMap::new()),
             open: Mutex::new(HashMap::default()),
             read_only: opts.read_only,
@@ -232,11 +246,37 @@ impl Fs {
     /// Runs `f` as one change. A failure that changed nothing leaves the filesystem
     /// as it was; if it was for lack of space while freed space waits for a commit,
     /// commits and tries once more. A failure half way through poisons the handle.
-    pub(crate) fn change<T>(&self, mut f: impl FnMut(&mut Txn<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn change<T>(
+        &self,
+        subvol: u64,
+        f: impl FnMut(&mut Txn<'_>) -> Result<T>,
+    ) -> Result<T> {
+        if self.subvol_is_read_only(subvol) {
+            return Err(FsError::ReadOnly(subvol));
+        }
+        self.change_any(subvol, f)
+    }
+
+    /// True if the subvolume refuses changes.
+    pub(crate) fn subvol_is_read_only(&self, subvol: u64) -> bool {
+        self.read_only_subvols
+            .lock()
+            .is_ok_and(|s| s.contains(&subvol))
+    }
+
+    /// [`Fs::change`], also in a read-only subvolume (for the subvolume operations).
+    pub(crate) fn change_any<T>(
+        &self,
+        subvol: u64,
+        mut f: impl FnMut(&mut Txn<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut e = self.write()?;
+        if !e.tree_exists(subvol) {
+            return Err(FsError::NotFound);
+        }
         let mut t = Txn {
             e: &mut e,
-            tree: self.tree,
+            tree: subvol,
             now: Time::now(),
         };
         let before = t.e.changes_made();
@@ -370,6 +410,10 @@ impl Fs {
     // ---- inodes ------------------------------------------------------------------
 
     pub(crate) fn get_inode(e: &Engine, tree: u64, ino: u64) -> Result<Inode> {
+        if !e.tree_exists(tree) {
+            // A deleted subvolume's inodes are gone, whatever the kernel still caches.
+            return Err(FsError::NotFound);
+        }
         match e.get(tree, key(ino, ty::INODE_ITEM, 0))? {
             Some(v) => Inode::decode(ino, &v),
             None => Err(FsError::NotFound),
@@ -378,16 +422,14 @@ impl Fs {
 
     /// An inode's attributes.
     pub fn getattr(&self, ino: u64) -> Result<Inode> {
-        self.with_engine(|e| self.getattr_in(e, ino))
-    }
-
-    fn getattr_in(&self, e: &Engine, ino: u64) -> Result<Inode> {
-        Self::get_inode(e, self.tree, ino)
+        let at = Loc::of(ino)?;
+        self.with_engine(|e| Ok(Self::get_inode(e, at.subvol, at.ino)?.in_subvol(at.subvol)))
     }
 
     /// Changes attributes, truncating or extending the file for `size`.
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Inode> {
-        self.change(|t| {
+        let Loc { subvol, ino } = Loc::of(ino)?;
+        self.change(subvol, |t| {
             t.e.reserve(t.tree, 4, 0)?;
             let mut inode = t.inode(ino)?;
             if let Some(size) = set.size {
@@ -431,22 +473,25 @@ impl Fs {
                 inode.crtime = c;
             }
             t.put_inode(&inode)?;
-            Ok(inode)
+            Ok(inode.clone().in_subvol(subvol))
         })
     }
 
     /// Notes an open handle on `ino`.
     pub fn open_inode(&self, ino: u64) -> Result<Inode> {
+        let at = Loc::of(ino)?;
         self.with_engine(|e| {
-            let inode = Self::get_inode(e, self.tree, ino)?;
+            let inode = Self::get_inode(e, at.subvol, at.ino)?;
             // Counted under the engine lock, so that an unlink sees it.
             *self.open_counts().entry(ino).or_insert(0) += 1;
-            Ok(inode)
+            Ok(inode.in_subvol(at.subvol))
         })
     }
 
     /// Drops an open handle; an unlinked inode whose last handle this was is freed.
     pub fn release_inode(&self, ino: u64) -> Result<()> {
+        let global = ino;
+        let Loc { subvol, ino } = Loc::of(global)?;
         let mut e = if self.read_only {
             None
         } else {
@@ -454,22 +499,24 @@ impl Fs {
         };
         let last = {
             let mut open = self.open_counts();
-            match open.get_mut(&ino) {
+            match open.get_mut(&global) {
                 Some(n) if *n > 1 => {
                     *n -= 1;
                     false
                 }
                 Some(_) => {
-                    open.remove(&ino);
+                    open.remove(&global);
                     true
                 }
                 None => false,
             }
         };
-        if let (true, Some(e)) = (last, e.as_mut()) {
+        if let (true, Some(e)) = (last, e.as_mut())
+            && e.tree_exists(subvol)
+        {
             let mut t = Txn {
                 e,
-                tree: self.tree,
+                tree: subvol,
                 now: Time::now(),
             };
             let before = t.e.changes_made();
@@ -488,36 +535,30 @@ impl Fs {
         Ok(())
     }
 
+    /// The global inode numbers of every open file.
+    pub(crate) fn open_files(&self) -> Vec<u64> {
+        self.open_counts().keys().copied().collect()
+    }
+
     pub(crate) fn is_open(&self, ino: u64) -> bool {
         self.open_counts().get(&ino).is_some_and(|&n| n > 0)
     }
 
-    /// Frees inodes left unlinked-but-open by an earlier session.
+    /// Frees inodes left unlinked-but-open by an earlier session, in every subvolume.
     fn reap_orphans(&self) -> Result<()> {
-        let orphans: Vec<u64> = {
-            let e = self.read()?;
-            let lo = key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, 0);
-            let hi = key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, u64::MAX);
-            e.range(self.tree, lo..=hi)?
-                .map(|r| r.map(|(k, _)| k.offset))
-                .collect::<std::result::Result<_, _>>()?
-        };
-        if orphans.is_empty() {
-            return Ok(());
+        let subvols: Vec<u64> = crate::subvol::list_items(&*self.read()?)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut freed = 0;
+        for subvol in subvols {
+            freed += self.change_any(subvol, |t| t.reap_orphans())?;
         }
-        self.change(|t| {
-            for &ino in &orphans {
-                match t.inode(ino) {
-                    Ok(inode) if inode.nlink == 0 => t.delete_inode(&inode)?,
-                    Ok(_) | Err(FsError::NotFound) => {}
-                    Err(e) => return Err(e),
-                }
-                t.e.delete(t.tree, key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, ino))?;
-            }
-            Ok(())
-        })?;
-        tracing::info!("freed {} orphan inodes", orphans.len());
-        self.sync()
+        if freed > 0 {
+            tracing::info!("freed {freed} orphan inodes");
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// Space and inode counts.
@@ -529,11 +570,14 @@ impl Fs {
         let s = e.space();
         let bs = crate::items::BLOCK;
         let free = s.free_bytes / bs;
-        let inodes_used = e
-            .get(self.tree, key(INFO_OBJECTID, ty::FS_INFO, 0))?
-            .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-            .map_or(0, u64::from_le_bytes)
-            .saturating_sub(ROOT_INO);
+        let mut inodes_used = 0u64;
+        for tree in e.trees().into_iter().filter(|&t| t != SUBVOL_TREE) {
+            inodes_used += e
+                .get(tree, key(INFO_OBJECTID, ty::FS_INFO, 0))?
+                .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map_or(0, u64::from_le_bytes)
+                .saturating_sub(ROOT_INO);
+        }
         // Each new inode takes a fraction of a node; report what fits in free space.
         let files_free = s.free_bytes / 256;
         Ok(StatFs {
@@ -598,6 +642,27 @@ impl Drop for ReadGuard<'_> {
 }
 
 impl Txn<'_> {
+    /// Frees this subvolume's orphans (see [`Fs::open`]); returns how many.
+    pub(crate) fn reap_orphans(&mut self) -> Result<usize> {
+        let lo = key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, 0);
+        let hi = key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, u64::MAX);
+        let orphans: Vec<u64> = self
+            .e
+            .range(self.tree, lo..=hi)?
+            .map(|r| r.map(|(k, _)| k.offset))
+            .collect::<std::result::Result<_, _>>()?;
+        for &ino in &orphans {
+            match self.inode(ino) {
+                Ok(inode) if inode.nlink == 0 => self.delete_inode(&inode)?,
+                Ok(_) | Err(FsError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+            self.e
+                .delete(self.tree, key(ORPHAN_OBJECTID, ty::ORPHAN_ITEM, ino))?;
+        }
+        Ok(orphans.len())
+    }
+
     pub(crate) fn inode(&self, ino: u64) -> Result<Inode> {
         Fs::get_inode(self.e, self.tree, ino)
     }
@@ -622,6 +687,7 @@ impl Txn<'_> {
             .ok_or_else(|| crate::error::corrupt(INFO_OBJECTID, k, "missing or short"))?;
         let after = next
             .checked_add(1)
+            .filter(|&n| n < crate::ino::LOCAL_LIMIT)
             .ok_or(FsError::Invalid("inode numbers exhausted".into()))?;
         self.e.insert(self.tree, k, &after.to_le_bytes())?;
         Ok(next)
@@ -655,7 +721,7 @@ impl Txn<'_> {
         if inode.nlink > 0 {
             return self.put_inode(inode);
         }
-        if fs.is_open(inode.ino) {
+        if fs.is_open(Loc::new(self.tree, inode.ino).global()) {
             self.put_inode(inode)?;
             self.e.insert(
                 self.tree,

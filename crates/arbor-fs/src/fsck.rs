@@ -5,13 +5,18 @@
 //! items name unlinked inodes, and every inode is reachable or an orphan.
 
 use crate::error::Result;
-use crate::fs::FS_TREE;
+use crate::ino::TOP_SUBVOL;
 use crate::items::{
-    DirEntry, ExtentKind, FileExtent, INFO_OBJECTID, Inode, ORPHAN_OBJECTID, ROOT_INO, decode_refs,
-    decode_xattrs, dtype, name_hash, ty,
+    DT_SUBVOL, DirEntry, ExtentKind, FileExtent, INFO_OBJECTID, Inode, ORPHAN_OBJECTID, ROOT_INO,
+    decode_refs, decode_xattrs, dtype, name_hash, ty,
 };
+use crate::subvol_items::{SUBVOL_TREE, SubvolItem, SubvolRef, ref_key, sty};
 use arbor_engine::Engine;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A directory entry that names a subvolume: (parent subvolume, directory, index,
+/// name, child subvolume).
+type Placement = (u64, u64, u64, Vec<u8>, u64);
 
 #[derive(Default)]
 struct Seen {
@@ -32,9 +37,123 @@ struct Seen {
     orphan: bool,
 }
 
-/// Checks the filesystem tree of an open engine; returns the problems found.
+/// Checks every subvolume of an open engine and the subvolume tree that ties them
+/// together; returns the problems found.
 pub fn fsck(e: &Engine) -> Result<Vec<String>> {
-    let tree = FS_TREE;
+    let mut problems = Vec::new();
+    let mut items: BTreeMap<u64, SubvolItem> = BTreeMap::new();
+    let mut placed: BTreeSet<Placement> = BTreeSet::new();
+    let mut refs: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
+    let mut uuids = Vec::new();
+    for item in e.range(SUBVOL_TREE, ..)? {
+        let (k, v) = item?;
+        let mut bad = |why: String| problems.push(format!("subvolume tree: item {k}: {why}"));
+        match k.ty {
+            sty::ROOT_ITEM => match SubvolItem::decode(k.objectid, k, &v) {
+                Ok(i) => {
+                    items.insert(k.objectid, i);
+                }
+                Err(err) => bad(err.to_string()),
+            },
+            sty::ROOT_BACKREF => match SubvolRef::decode(k.objectid, k, &v) {
+                Ok(r) => {
+                    placed.insert((k.offset, r.dirid, r.index, r.name, k.objectid));
+                }
+                Err(err) => bad(err.to_string()),
+            },
+            sty::ROOT_REF => {
+                refs.insert((k.objectid, k.offset), v);
+            }
+            sty::UUID_SUBVOL | sty::UUID_RECEIVED => uuids.push((k, v)),
+            sty::FS_INFO if k.objectid == crate::subvol_items::SUBVOL_INFO_OBJECTID => {}
+            other => bad(format!("unknown item type {other}")),
+        }
+    }
+    for tree in e.trees() {
+        if tree != SUBVOL_TREE && !items.contains_key(&tree) {
+            problems.push(format!("tree {tree} has no subvolume item"));
+        }
+    }
+    let mut entries: BTreeSet<Placement> = BTreeSet::new();
+    for &id in items.keys() {
+        if !e.tree_exists(id) {
+            problems.push(format!("subvolume {id} has no tree"));
+            continue;
+        }
+        for p in fsck_tree(e, id, &mut entries)? {
+            problems.push(format!("subvolume {id}: {p}"));
+        }
+    }
+    for (parent, dirid, index, name, child) in &placed {
+        let r = SubvolRef {
+            dirid: *dirid,
+            index: *index,
+            name: name.clone(),
+        };
+        if refs.remove(&(*parent, *child)) != Some(r.encode()) {
+            problems.push(format!(
+                "subvolume {child}: back reference from {parent} has no equal {}",
+                ref_key(*parent, *child)
+            ));
+        }
+        if !items.contains_key(child) || !items.contains_key(parent) {
+            problems.push(format!(
+                "subvolume {child}: placed in {parent}, one of them unknown"
+            ));
+        }
+    }
+    for (parent, child) in refs.keys() {
+        problems.push(format!(
+            "subvolume {child}: reference from {parent} without back reference"
+        ));
+    }
+    if placed != entries {
+        for p in placed.difference(&entries) {
+            problems.push(format!(
+                "subvolume {}: no directory entry names it as {p:?}",
+                p.4
+            ));
+        }
+        for p in entries.difference(&placed) {
+            problems.push(format!(
+                "subvolume {}: entry {p:?} without back reference",
+                p.4
+            ));
+        }
+    }
+    for &id in items.keys() {
+        let n = placed.iter().filter(|p| p.4 == id).count();
+        let want = usize::from(id != TOP_SUBVOL);
+        if n != want {
+            problems.push(format!("subvolume {id} is placed {n} times"));
+        }
+    }
+    for (k, v) in uuids {
+        let ids: Vec<u64> = v
+            .chunks_exact(8)
+            .filter_map(|c| c.try_into().ok().map(u64::from_le_bytes))
+            .collect();
+        let ok = v.len() % 8 == 0
+            && !ids.is_empty()
+            && ids.iter().all(|id| {
+                items.get(id).is_some_and(|i| {
+                    let u = if k.ty == sty::UUID_SUBVOL {
+                        i.uuid
+                    } else {
+                        i.received_uuid
+                    };
+                    crate::subvol_items::uuid_key(&u, k.ty) == k
+                })
+            });
+        if !ok {
+            problems.push(format!("subvolume tree: UUID item {k} names {ids:?}"));
+        }
+    }
+    Ok(problems)
+}
+
+/// Checks one subvolume's tree; collects the entries that name other subvolumes.
+fn fsck_tree(e: &Engine, tree: u64, entries: &mut BTreeSet<Placement>) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut inodes: BTreeMap<u64, Seen> = BTreeMap::new();
     let mut next_ino = None;
@@ -86,14 +205,21 @@ pub fn fsck(e: &Engine) -> Result<Vec<String>> {
                     s.names_len += 2 * d.name.len() as u64;
                     s.max_index = s.max_index.max(d.index);
                     s.listed.insert((d.index, d.name.clone()));
-                    if d.dtype == dtype(crate::items::S_IFDIR) {
+                    if d.dtype & !DT_SUBVOL == dtype(crate::items::S_IFDIR) {
                         s.subdirs += 1;
                     }
-                    inodes
-                        .entry(d.ino)
-                        .or_default()
-                        .indexed
-                        .insert((ino, d.index, d.name.clone()));
+                    if d.is_subvol() {
+                        if d.dtype != dtype(crate::items::S_IFDIR) | DT_SUBVOL {
+                            bad(format!("subvolume entry of type {:#x}", d.dtype));
+                        }
+                        entries.insert((tree, ino, d.index, d.name.clone(), d.ino));
+                    } else {
+                        inodes.entry(d.ino).or_default().indexed.insert((
+                            ino,
+                            d.index,
+                            d.name.clone(),
+                        ));
+                    }
                 }
                 Ok(_) => bad("index item must hold one entry with its own index".into()),
                 Err(err) => bad(err.to_string()),

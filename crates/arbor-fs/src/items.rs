@@ -168,6 +168,12 @@ pub const S_IXGRP: u32 = 0o010;
 impl Inode {
     pub const SIZE: usize = 4 * 4 + 6 * 8 + 4 * 12 + 16;
 
+    /// The inode as the world sees it: `ino` made global for subvolume `subvol`.
+    pub fn in_subvol(mut self, subvol: u64) -> Self {
+        self.ino = crate::ino::Loc::new(subvol, self.ino).global();
+        self
+    }
+
     pub fn kind(&self) -> u32 {
         self.mode & S_IFMT
     }
@@ -259,6 +265,10 @@ pub fn dtype(mode: u32) -> u8 {
     ((mode & S_IFMT) >> 12) as u8
 }
 
+/// Set in a directory entry's `dtype` when `ino` is a subvolume id: the entry names
+/// that subvolume's root directory (btrfs: a location key of type `ROOT_ITEM`).
+pub const DT_SUBVOL: u8 = 0x80;
+
 /// One name in a directory: what `DIR_ITEM` lists and `DIR_INDEX` holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
@@ -269,6 +279,11 @@ pub struct DirEntry {
 }
 
 impl DirEntry {
+    /// True if the entry names another subvolume's root.
+    pub fn is_subvol(&self) -> bool {
+        self.dtype & DT_SUBVOL != 0
+    }
+
     pub fn encode_into(&self, v: &mut Vec<u8>) {
         v.extend_from_slice(&self.ino.to_le_bytes());
         v.push(self.dtype);

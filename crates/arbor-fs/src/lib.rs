@@ -10,7 +10,10 @@ mod error;
 mod file;
 mod fs;
 mod fsck;
+pub mod ino;
 pub mod items;
+mod subvol;
+pub mod subvol_items;
 mod xattr;
 
 pub use dir::{ReadDirEntry, RenameFlags};
@@ -19,4 +22,5 @@ pub use file::{FallocMode, MAX_EXTENT};
 pub use fs::{Caller, FS_TREE, Fs, FsOptions, MAX_FILE_SIZE, SetAttr, SetTime, StatFs};
 pub use fsck::fsck;
 pub use items::{FsDataRefs, Inode, ROOT_INO, Time};
+pub use subvol::SubvolInfo;
 pub use xattr::XattrFlags;

@@ -4,6 +4,7 @@
 use crate::acl;
 use crate::error::{FsError, Result};
 use crate::fs::{Fs, Txn};
+use crate::ino::Loc;
 use crate::items::{
     Inode, S_ISGID, S_ISUID, S_IXGRP, decode_xattrs, encode_xattrs, key, name_hash, ty,
 };
@@ -43,7 +44,8 @@ impl Fs {
         if name == acl::ACCESS || name == acl::DEFAULT {
             acl::validate(value)?;
         }
-        self.change(|t| {
+        let Loc { subvol, ino } = Loc::of(ino)?;
+        self.change(subvol, |t| {
             t.e.reserve(t.tree, 3, 0)?;
             let mut inode = t.inode(ino)?;
             if name == acl::DEFAULT && !inode.is_dir() {
@@ -70,13 +72,14 @@ impl Fs {
         if name.is_empty() || name.len() > 255 {
             return Err(FsError::Range);
         }
-        self.with_engine(|e| self.getxattr_in(e, ino, name))
+        let at = Loc::of(ino)?;
+        self.with_engine(|e| Self::getxattr_in(e, at, name))
     }
 
-    fn getxattr_in(&self, e: &Engine, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        Self::get_inode(e, self.tree, ino)?;
+    fn getxattr_in(e: &Engine, Loc { subvol, ino }: Loc, name: &[u8]) -> Result<Vec<u8>> {
+        Self::get_inode(e, subvol, ino)?;
         let k = key(ino, ty::XATTR_ITEM, name_hash(name));
-        let Some(v) = e.get(self.tree, k)? else {
+        let Some(v) = e.get(subvol, k)? else {
             return Err(FsError::NoAttr);
         };
         decode_xattrs(ino, k, &v)?
@@ -88,15 +91,16 @@ impl Fs {
 
     /// Every attribute name.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
-        self.with_engine(|e| self.listxattr_in(e, ino))
+        let at = Loc::of(ino)?;
+        self.with_engine(|e| Self::listxattr_in(e, at))
     }
 
-    fn listxattr_in(&self, e: &Engine, ino: u64) -> Result<Vec<Vec<u8>>> {
-        Self::get_inode(e, self.tree, ino)?;
+    fn listxattr_in(e: &Engine, Loc { subvol, ino }: Loc) -> Result<Vec<Vec<u8>>> {
+        Self::get_inode(e, subvol, ino)?;
         let lo = key(ino, ty::XATTR_ITEM, 0);
         let hi = key(ino, ty::XATTR_ITEM, u64::MAX);
         let mut names = Vec::new();
-        for item in e.range(self.tree, lo..=hi)? {
+        for item in e.range(subvol, lo..=hi)? {
             let (k, v) = item?;
             names.extend(decode_xattrs(ino, k, &v)?.into_iter().map(|(n, _)| n));
         }
@@ -106,7 +110,8 @@ impl Fs {
     /// Removes an attribute.
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         check_name(name)?;
-        self.change(|t| {
+        let Loc { subvol, ino } = Loc::of(ino)?;
+        self.change(subvol, |t| {
             t.e.reserve(t.tree, 3, 0)?;
             let mut inode = t.inode(ino)?;
             if !t.remove_xattr_raw(ino, name)? {

@@ -22,6 +22,9 @@ pub fn errno(e: &FsError) -> Errno {
         FsError::TooManyLinks => libc::EMLINK,
         FsError::NotSupported(_) => libc::EOPNOTSUPP,
         FsError::NoData(_) => libc::ENXIO,
+        FsError::ReadOnly(_) => libc::EROFS,
+        FsError::CrossSubvolume => libc::EXDEV,
+        FsError::Busy(_) => libc::EBUSY,
         FsError::Checksum { .. } | FsError::Corrupt { .. } | FsError::Io { .. } => libc::EIO,
         FsError::Engine(e) => match e {
             EngineError::NoSpace { .. } => libc::ENOSPC,
