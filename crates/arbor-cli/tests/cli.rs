@@ -52,19 +52,30 @@ fn mkfs_small(img: &Path) {
     );
 }
 
-/// Writes items into trees 1000 and 1001 (a clone) of an existing image and commits
-/// (tree 5 is the filesystem's).
-fn fill_image(path: &Path, items: u64) {
+/// Fills an existing filesystem image: subvolume 256 ("vol") with `files` small files,
+/// and its snapshot 257 ("snap") with one of them changed; commits.
+fn fill_image(path: &Path, files: u64) {
     let dev = Arc::new(FileStorage::open(path).expect("open image"));
-    let mut e = Engine::open(dev, Config::default()).expect("open engine");
-    e.create_tree(1000).unwrap();
-    for i in 0..items {
-        e.insert(1000, Key::new(i, 1, 0), format!("value {i}").as_bytes())
+    let fs = arbor_fs::Fs::open(dev, &arbor_fs::FsOptions::default()).expect("open fs");
+    let root = arbor_fs::Caller {
+        uid: 0,
+        gid: 0,
+        umask: 0o022,
+    };
+    let vol = fs.subvol_create(arbor_fs::ROOT_INO, b"vol", root).unwrap();
+    for i in 0..files {
+        let f = fs
+            .create(vol.root, format!("f{i}").as_bytes(), 0o100644, 0, root, None)
+            .unwrap();
+        fs.write_file(f.ino, 0, format!("value {i}").as_bytes(), false)
             .unwrap();
     }
-    e.clone_tree(1000, 1001).unwrap();
-    e.insert(1001, Key::new(0, 1, 0), b"changed").unwrap();
-    e.commit().unwrap();
+    let snap = fs
+        .subvol_snapshot(vol.root, arbor_fs::ROOT_INO, b"snap", false)
+        .unwrap();
+    let f = fs.lookup(snap.root, b"f0").unwrap();
+    fs.write_file(f.ino, 0, b"changed", false).unwrap();
+    fs.sync().unwrap();
 }
 
 /// The root node address of a user tree, found through the superblock and the root
@@ -333,7 +344,7 @@ fn check_of_a_filled_image_is_clean() {
     mkfs_small(&img);
     fill_image(&img, 3000);
     let (out, _) = arbor_expect(&["check", path_str(&img)], 0);
-    assert!(out.contains("3 user trees"), "{out}");
+    assert!(out.contains("4 user trees"), "{out}");
 }
 
 #[test]
@@ -344,13 +355,13 @@ fn check_names_the_corrupt_block_and_exits_nonzero() {
     fill_image(&img, 3000);
     let before = fs::read(&img).unwrap();
 
-    // A user tree node: tree 1001's root, found through the root tree.
-    let block = user_tree_root(&img, 1001);
+    // A user tree node: snapshot 257's root, found through the root tree.
+    let block = user_tree_root(&img, 257);
     flip_byte(&img, block + 100);
     let (out, _) = arbor_expect(&["check", path_str(&img)], 1);
     assert!(names_block(&out, block), "block {block} not named:\n{out}");
     assert!(out.contains("checksum mismatch"), "{out}");
-    assert!(out.contains("tree 1001"), "{out}");
+    assert!(out.contains("tree 257"), "{out}");
 
     // The root tree's root, found through the superblock.
     fs::write(&img, &before).unwrap();
@@ -376,7 +387,7 @@ fn check_names_a_corrupt_superblock_copy() {
     let (out, _) = arbor_expect(&["check", path_str(&img)], 1);
     assert!(out.contains("superblock copy 0"), "{out}");
     // Copy 1 still describes the filesystem, so the trees were checked.
-    assert!(out.contains("3 nodes"), "{out}");
+    assert!(out.contains("4 nodes"), "{out}");
 }
 
 #[test]
