@@ -33,6 +33,20 @@
 # "syncfs" is the per-filesystem sync_* function (`sync -f MOUNTPOINT`; for arbor also
 # `arbor sync MOUNTPOINT`, since syncfs does not reach a FUSE daemon).
 #
+# What FUSE alone allows (arbor itself only, not under ARBOR_STANDIN): every arbor mount of
+# a timed phase runs with `arbor -v mount -o log=FILE`, one log per phase and repetition in
+# the scratch directory; at unmount the daemon logs how many requests of each kind it
+# served, so that the report knows the requests per file of create, stat, unlink and
+# cptree. Once per repetition (when meta or tree runs), `fsmeta roundtrip` measures the
+# FUSE round trip: fstat(2) of an open file on arbor mounted with `-o attr_timeout=0`, so
+# that every call is one GETATTR (50000 calls [20000]). A second table puts the two
+# together: synchronous requests per file × round trip = the floor that FUSE sets even
+# for a daemon that did no work at all, and the best arbor / btrfs ratio it permits.
+# A VM's guest halt polling (/sys/module/haltpoll/parameters/guest_halt_poll_ns) weighs on
+# every round trip: 0 lets an idle vCPU halt at once, so every wakeup of the daemon or of
+# its caller on another vCPU is expensive. The report names the value; --guest-halt-poll NS
+# sets it for the run (the previous value is restored on exit).
+#
 # Each filesystem is a set of shell functions (see "Filesystems under test" below):
 #   setup_KIND IMG MNT      make the filesystem on the (existing, sized) image and mount it
 #   teardown_KIND IMG MNT   unmount it, returning only when the image is no longer in use
@@ -49,9 +63,9 @@
 #
 # Needs: bash >= 5, root, util-linux (mount, losetup, findmnt), btrfs-progs, fio,
 # coreutils, awk, cargo. Everything the run made (mounts, loop devices, images, the
-# staging directory in /dev/shm) is removed on exit, also after a failure or Ctrl-C; a step
-# that outlives --timeout fails the run, and an arbor daemon that still holds its image
-# then is killed (by pid).
+# staging directory in /dev/shm) is removed, and a --guest-halt-poll setting undone, on
+# exit, also after a failure or Ctrl-C; a step that outlives --timeout fails the run, and
+# an arbor daemon that still holds its image then is killed (by pid).
 set -Eeuo pipefail
 export LC_ALL=C
 
@@ -88,6 +102,9 @@ Options (defaults; with --quick in brackets):
                         else this repository without target/ and .git/)
   --timeout SECONDS     fail the run when one step (a mount, a workload, a sync) takes
                         longer, e.g. because a daemon hangs (900)
+  --guest-halt-poll NS  write NS into /sys/module/haltpoll/parameters/guest_halt_poll_ns
+                        (a VM's guest halt polling) for the run, restoring the previous
+                        value on exit; fails if that file does not exist (unchanged)
   --markdown FILE       write the results section into FILE (BENCHMARKS.md)
   --no-markdown         only print the table
   -h, --help            this text
@@ -100,7 +117,7 @@ EOF
 # --- options ------------------------------------------------------------------------------
 quick=0 reps="" base_dir=/var/tmp image_size=8G seq_mib="" rand_file_mib="" rand_io_mib=""
 files="" dirs=10 file_size=1024 tree_src="" markdown=BENCHMARKS.md only=seq,rand,meta,tree
-phase_timeout=900
+phase_timeout=900 guest_halt_poll=""
 orig_args=("$@")
 need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
 # A path given on the command line, relative to where the script was started.
@@ -120,6 +137,7 @@ while [[ $# -gt 0 ]]; do
     --tree) need_arg "$@"; tree_src=$(from_caller "$2"); shift ;;
     --only) need_arg "$@"; only=$2; shift ;;
     --timeout) need_arg "$@"; phase_timeout=$2; shift ;;
+    --guest-halt-poll) need_arg "$@"; guest_halt_poll=$2; shift ;;
     --markdown) need_arg "$@"; markdown=$(from_caller "$2"); shift ;;
     --no-markdown) markdown="" ;;
     -h | --help) usage; exit 0 ;;
@@ -129,8 +147,10 @@ while [[ $# -gt 0 ]]; do
 done
 if [[ $quick = 1 ]]; then
     : "${reps:=1}" "${seq_mib:=256}" "${rand_file_mib:=256}" "${rand_io_mib:=32}" "${files:=20000}"
+    rtt_calls=20000
 else
     : "${reps:=3}" "${seq_mib:=1024}" "${rand_file_mib:=1024}" "${rand_io_mib:=256}" "${files:=100000}"
+    rtt_calls=50000
 fi
 for v in reps seq_mib rand_file_mib rand_io_mib files dirs file_size phase_timeout; do
     opt=${v//_/-}
@@ -141,6 +161,8 @@ done
     die "--reps, --seq-mib, --rand-file-mib, --files, --dirs and --timeout must be at least 1"
 ((rand_io_mib >= 1 && rand_io_mib <= rand_file_mib)) ||
     die "--rand-io-mib must be between 1 and --rand-file-mib ($rand_file_mib)"
+[[ -z $guest_halt_poll || $guest_halt_poll =~ ^[0-9]+$ ]] ||
+    die "--guest-halt-poll must be a whole number of nanoseconds, not '$guest_halt_poll'"
 
 IFS=, read -r -a only_list <<<"$only"
 ((${#only_list[@]})) || die "--only needs at least one of seq, rand, meta, tree"
@@ -171,6 +193,13 @@ done
 ((${#missing[@]} == 0)) ||
     die "missing tools: ${missing[*]} (Debian: apt-get install -y btrfs-progs fio util-linux e2fsprogs)"
 [[ -w /proc/sys/vm/drop_caches ]] || die "/proc/sys/vm/drop_caches is not writable"
+# A VM guest's halt polling (cpuidle-haltpoll): how long an idle vCPU polls before halting.
+haltpoll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+if [[ -n $guest_halt_poll ]]; then
+    [[ -e $haltpoll ]] ||
+        die "--guest-halt-poll: $haltpoll does not exist (not a VM guest with the haltpoll cpuidle driver?)"
+    [[ -w $haltpoll ]] || die "--guest-halt-poll: $haltpoll is not writable"
+fi
 grep -qw btrfs /proc/filesystems || log "btrfs is not in /proc/filesystems yet; mount will try to load it"
 
 [[ -d $base_dir ]] || die "--dir $base_dir is not a directory"
@@ -222,6 +251,13 @@ for r in "${roles[@]}"; do
     mnt[$r]=$work/$r.mnt
 done
 results=$work/results.tsv
+# The arbor daemons' logs (logs/PHASE.REP.log), and what they counted: REP PHASE KIND COUNT.
+mkdir "$work/logs"
+requests=$work/requests.tsv
+# The FUSE round trip of every repetition: REP MICROSECONDS.
+rtts=$work/rtt.tsv
+# The value of $haltpoll before --guest-halt-poll changed it; restored by the cleanup.
+halt_poll_saved=""
 
 # Processes (an arbor daemon) that have the file $1 open.
 holders() {
@@ -297,6 +333,13 @@ cleanup() {
         rm -rf "$work"
     fi
     rm -rf "$stage"
+    if [[ -n $halt_poll_saved ]]; then
+        if echo "$halt_poll_saved" >"$haltpoll"; then
+            log "restored $haltpoll to $halt_poll_saved"
+        else
+            log "cleanup: could not restore $haltpoll to $halt_poll_saved"
+        fi
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -304,6 +347,12 @@ on_err() { log "failed with exit code $1 at line $2, in: ${FUNCNAME[*]:1}; clean
 trap 'on_err $? $LINENO' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+if [[ -n $guest_halt_poll ]]; then
+    halt_poll_saved=$(<"$haltpoll")
+    echo "$guest_halt_poll" >"$haltpoll" || die "cannot write $guest_halt_poll into $haltpoll"
+    log "guest halt polling: $haltpoll set to $guest_halt_poll (was $halt_poll_saved) for this run"
+fi
 
 # --- filesystems under test ---------------------------------------------------------------
 # To benchmark another filesystem, add setup_/mount_/teardown_/sync_ functions for it.
@@ -332,9 +381,22 @@ setup_arbor() {
     "$arbor_bin" mkfs "${arbor_mkfs_opts[@]}" "$1" >/dev/null
     mount_arbor "$@"
 }
+# Set around a mount by mount_for (a timed phase) and measure_roundtrip: the daemon then
+# logs (-v) into $mount_log, and mount_extra_opts go after ARBOR_MOUNT_OPTS.
+mount_log="" mount_extra_opts=()
+# The log of the arbor mount now up, and its "REP<tab>PHASE"; read by teardown_arbor.
+live_log="" live_tag=""
 mount_arbor() {
-    lim "$arbor_bin" mount "${arbor_mount_opts[@]}" "$1" "$2"
+    local verbose=() logging=()
+    if [[ -n $mount_log ]]; then
+        # Mount options are comma-separated: the path must not have a comma.
+        [[ $mount_log != *,* ]] || die "the log path $mount_log has a comma; pick another --dir"
+        verbose=(-v) logging=(-o "log=$mount_log")
+    fi
+    lim "$arbor_bin" "${verbose[@]}" mount "${arbor_mount_opts[@]}" "${logging[@]}" \
+        "${mount_extra_opts[@]}" "$1" "$2"
     is_mounted "$2" || die "arbor mount returned but $2 is not a mountpoint"
+    live_log=$mount_log live_tag="$rep"$'\t'"$phase"
 }
 teardown_arbor() {
     # A FUSE umount returns before the daemon has committed and exited; wait for it, so
@@ -342,6 +404,23 @@ teardown_arbor() {
     # (`arbor umount` itself waits for the daemon's final commit.)
     lim "$arbor_bin" umount --timeout 300 "$2"
     wait_released "$1" 60 || die "the arbor daemon still holds $1 after umount"
+    if [[ -n $live_log ]]; then
+        count_requests "$live_log" "$live_tag"
+        live_log=""
+    fi
+}
+# count_requests LOG TAG: the counts in the line an arbor daemon logs at unmount,
+#   ... INFO served 50039 requests on 4 threads (forget 10011, getattr 10001, ...); ...
+# appended to $requests as TAG<tab>KIND<tab>COUNT.
+count_requests() {
+    local kinds
+    kinds=$(sed -n 's/.* served [0-9]* requests on [0-9]* threads (\([^)]*\)).*/\1/p' "$1" | tail -n 1)
+    if [[ -z $kinds ]]; then
+        log "warning: $1 has no request counts (\"served N requests ...\")"
+        note "an arbor daemon logged no request counts at unmount (${1##*/}); its phase is missing from the request table"
+        return 0
+    fi
+    tr ',' '\n' <<<"$kinds" | awk -v tag="$2" 'NF == 2 { printf "%s\t%s\t%s\n", tag, $1, $2 }' >>"$requests"
 }
 # syncfs(2) on a FUSE mount only writes the kernel's dirty pages (writeback cache) to the
 # daemon; FUSE_SYNCFS never reaches it. `arbor sync` then fsyncs the root, which commits
@@ -377,7 +456,21 @@ drop_caches() {
 cold() {
     fs "$1" teardown
     drop_caches
-    fs "$1" mount
+    mount_for "$1"
+}
+
+# The workload being run ($phase), set by the run loop.
+phase=""
+# Mounts ROLE for the timed phase $phase: arbor (itself, not a stand-in) with a log of its
+# own, whose request counts teardown_arbor records when the phase's mount goes.
+mount_for() {
+    if [[ ${kind[$1]} = arbor ]]; then
+        mount_log=$work/logs/$phase.$rep.log
+        fs "$1" mount
+        mount_log=""
+    else
+        fs "$1" mount
+    fi
 }
 
 # --- timing and results -------------------------------------------------------------------
@@ -478,11 +571,34 @@ wl_cptree() {
     cold "$1"
     timed copy_tree "$1"
     record cptree "$1" "$tree_mib" MiB/s
+    if [[ ${kind[$1]} = arbor ]]; then
+        # So that the daemon's request counts cover the copy, not the check and rm below.
+        fs "$1" teardown
+        fs "$1" mount
+    fi
     local n
     n=$(lim find "${mnt[$1]}/tree" | wc -l)
     [[ $n = "$tree_entries" ]] || die "$1: the copied tree has $n entries, the source $tree_entries"
     lim rm -rf "${mnt[$1]}/tree"
     fs "$1" sync
+}
+
+# The FUSE round trip, once per repetition: fstat(2) of one open file, $rtt_calls times,
+# on arbor mounted with attr_timeout=0, so that every call is one GETATTR request to a
+# daemon with next to nothing to do. fsmeta's mean per call goes into $rtts.
+measure_roundtrip() {
+    local out us
+    fs arbor teardown
+    phase=roundtrip mount_log=$work/logs/roundtrip.$rep.log mount_extra_opts=(-o attr_timeout=0)
+    fs arbor mount
+    mount_log="" mount_extra_opts=()
+    out=$(lim "$fsmeta" roundtrip --dir "${mnt[arbor]}/rtt" --files "$rtt_calls")
+    # The fastest batch: the round trip when the scheduler is kindest (see fsmeta.rs).
+    us=$(awk '$NF == "us/call" { print $(NF - 1) }' <<<"$out")
+    [[ $us =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "fsmeta roundtrip printed '$out', expected '... N us/call'"
+    printf '%s\t%s\n' "$rep" "$us" >>"$rtts"
+    log "run $rep: FUSE round trip (fstat with attr_timeout=0, $rtt_calls calls): $us µs"
+    lim rm -rf "${mnt[arbor]}/rtt"
 }
 
 # The filesystems take turns group by group: a group's workloads run on one filesystem
@@ -499,6 +615,13 @@ for g in seq rand meta tree; do
         workloads+=("${wls[@]}")
     fi
 done
+# The round trip only serves the request table of the metadata workloads and cptree.
+floor_workloads=()
+for wl in create stat unlink cptree; do
+    [[ " ${workloads[*]} " = *" $wl "* ]] && floor_workloads+=("$wl")
+done
+measure_floor=0
+[[ $arbor_kind = arbor ]] && ((${#floor_workloads[@]})) && measure_floor=1
 
 # --- staging ------------------------------------------------------------------------------
 log "images in $work ($base_fs), staging in $stage"
@@ -535,10 +658,14 @@ for ((rep = 1; rep <= reps; rep++)); do
     for group in "${groups[@]}"; do
         for r in "${order[@]}"; do
             for wl in $group; do
+                phase=$wl
                 "wl_$wl" "$r"
             done
         done
     done
+    if [[ $measure_floor = 1 ]]; then
+        measure_roundtrip
+    fi
     for r in "${order[@]}"; do
         fs "$r" teardown
         rm -f "${img[$r]}"
@@ -606,6 +733,108 @@ table() {
 }
 
 table_md=$(table)
+
+# --- what FUSE alone allows ---------------------------------------------------------------
+# The guest halt polling of this VM, for the report ("" when the machine has none).
+halt_poll_desc() {
+    local v
+    [[ -r $haltpoll ]] || return 0
+    v=$(<"$haltpoll")
+    if [[ $v = 0 ]]; then
+        printf '%s ns (idle vCPUs halt at once)' "$v"
+    else
+        printf '%s ns (an idle vCPU polls up to %s ns before it halts)' "$v" "$v"
+    fi
+    if [[ -n $guest_halt_poll ]]; then
+        printf ', set for this run by --guest-halt-poll (was %s ns)' "$halt_poll_saved"
+    fi
+}
+halt_poll=$(halt_poll_desc)
+
+# One row per metadata workload: the requests per file that arbor's daemon counted, and
+# what they cost at the measured round trip alone (the floor) against btrfs's time.
+floor_table() {
+    local wl n label
+    echo "| workload | synchronous requests per file | requests per file, by kind | btrfs µs per file | arbor µs per file | FUSE floor µs per file | best possible arbor / btrfs | measured arbor / btrfs |"
+    echo "|---|--:|---|--:|--:|--:|--:|--:|"
+    for wl in "${floor_workloads[@]}"; do
+        n=$files label=$wl
+        [[ $wl = cptree ]] && n=$tree_files label="cptree ($tree_files files)"
+        awk -F'\t' -v wl="$wl" -v n="$n" -v rtt="$rtt_us" -v label="$label" '
+            function median(a, n,   i, j, t) {
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+                return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            }
+            function num(x) { return x >= 100 ? sprintf("%.0f", x) : x >= 10 ? sprintf("%.1f", x) : sprintf("%.2f", x) }
+            # Two decimals at most, without trailing zeros: 1, 0.5, 1.01.
+            function dec(x,   s) { s = sprintf("%.2f", x); sub(/0+$/, "", s); sub(/\.$/, "", s); return s }
+            BEGIN { async["release"] = async["releasedir"] = async["forget"] = async["batch_forget"] = 1 }
+            FILENAME == ARGV[1] && $2 == wl { cnt[$1, $3] += $4; if (!($1 in reps)) { reps[$1] = 1; nr++ } kinds[$3] = 1 }
+            FILENAME == ARGV[2] && $2 == wl { rate[$3, $1] = $5 / $4; time[$3, $1] = $4; runs[$1] = 1 }
+            END {
+                if (!nr) exit
+                m = 0
+                for (r in reps) { t = 0; for (k in kinds) if (!(k in async)) t += cnt[r, k]; sy[++m] = t / n }
+                sync = median(sy, m)
+                nk = 0
+                for (k in kinds) {
+                    m = 0
+                    for (r in reps) v[++m] = cnt[r, k] / n
+                    x = dec(median(v, m)) + 0
+                    if (x < 0.01) continue
+                    # Insertion sort: most per file first (as shown, rounded), then by name.
+                    for (i = ++nk; i > 1 && (pf[i-1] < x || (pf[i-1] == x && kn[i-1] > k)); i--) { kn[i] = kn[i-1]; pf[i] = pf[i-1] }
+                    kn[i] = k; pf[i] = x
+                }
+                list = alist = ""
+                for (i = 1; i <= nk; i++) {
+                    if (kn[i] in async) alist = alist (alist == "" ? "" : ", ") kn[i] " " dec(pf[i])
+                    else list = list (list == "" ? "" : ", ") kn[i] " " dec(pf[i])
+                }
+                if (alist != "") list = list "; async: " alist
+                na = nb = 0
+                for (r in runs) {
+                    ra[++na] = rate["arbor", r]; ta[na] = time["arbor", r]
+                    rb[++nb] = rate["btrfs", r]; tb[nb] = time["btrfs", r]
+                }
+                bus = median(tb, nb) * 1e6 / n; aus = median(ta, na) * 1e6 / n
+                floor = sync * rtt
+                best = floor > 0 ? bus / floor : 1e9
+                printf "| %s | %s | %s | %s | %s | %s | %s | **%.2f** |\n", label, dec(sync), list,
+                    num(bus), num(aus), num(floor), (best >= 1 ? "≥ 1" : sprintf("**%.2f**", best)),
+                    median(ra, na) / median(rb, nb)
+            }' "$requests" "$results"
+    done
+}
+
+floor_md="" floor_text=""
+if [[ $measure_floor = 1 && -s $rtts && -s $requests ]]; then
+    rtt_us=$(awk -F'\t' '
+        { a[++n] = $2 }
+        END {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+            printf "%.1f", n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }' "$rtts")
+    # GETATTR requests per fstat call of the round-trip measurement (should be 1).
+    rtt_getattr=$(awk -F'\t' -v n="$rtt_calls" '$2 == "roundtrip" && $3 == "getattr" { g[++m] = $4 / n }
+        END {
+            for (i = 2; i <= m; i++) for (j = i; j > 1 && g[j-1] > g[j]; j--) { t = g[j]; g[j] = g[j-1]; g[j-1] = t }
+            printf "%.2f", m == 0 ? 0 : m % 2 ? g[(m + 1) / 2] : (g[m / 2] + g[m / 2 + 1]) / 2
+        }' "$requests")
+    if awk -v g="$rtt_getattr" 'BEGIN { exit !(g < 0.95) }'; then
+        log "warning: the round-trip measurement saw $rtt_getattr GETATTR per fstat call, expected 1"
+        note "the round-trip measurement saw only $rtt_getattr GETATTR requests per fstat call (expected 1): the kernel answered some from its cache, so the round trip shown is too low"
+    fi
+    floor_md=$(floor_table)
+    floor_text="FUSE round trip: **$rtt_us µs**, the median of $reps run$([[ $reps = 1 ]] || echo s) of \`fsmeta roundtrip\`: fstat(2) of one open file, $rtt_calls times in 10 batches, on arbor mounted with \`-o attr_timeout=0\`, so that every call is one synchronous GETATTR request to a daemon that has next to nothing to do (it counted $rtt_getattr getattr per call); each run reports its fastest batch, since the cost depends on whether the scheduler runs caller and daemon on one vCPU or two. Floor = synchronous requests per file × round trip: about what FUSE alone costs per file, even for a daemon that did no work at all; best possible = btrfs µs per file / floor, the highest ratio FUSE permits here (≥ 1: FUSE alone would not keep arbor below btrfs). Requests as the arbor daemon counted them over each timed phase (\`arbor -v mount -o log=FILE\`, logged at unmount; including the mount itself and the sync), medians of the runs, per file of the workload; release, releasedir, forget and batch_forget are asynchronous (the caller does not wait) and not part of the floor."
+    if [[ -n $halt_poll ]]; then
+        floor_text+=" Guest halt polling (\`$haltpoll\`): $halt_poll"
+        [[ $halt_poll != "0 ns"* ]] ||
+            floor_text+=", which makes every wakeup across vCPUs (of the daemon by a request, of the caller by its reply) expensive"
+        floor_text+="."
+    fi
+fi
+
 if [[ -s $work/notes ]]; then
     echo
     sort "$work/notes" | uniq -c | awk '{ n = $1; $1 = ""; printf "note:%s (%d time%s)\n", $0, n, n == 1 ? "" : "s" }'
@@ -614,6 +843,12 @@ echo
 echo "Ratio = arbor speed / btrfs speed (medians of $reps run$([[ $reps = 1 ]] || echo s)); above 1 means arbor is faster."
 echo "$table_md"
 echo
+if [[ -n $floor_md ]]; then
+    echo "What FUSE alone allows. $floor_text"
+    echo
+    echo "$floor_md"
+    echo
+fi
 
 [[ -n $markdown ]] || exit 0
 
@@ -648,7 +883,7 @@ section=$(
         echo "> **Stand-in run.** \`arbor mount\` did not exist yet, so $arbor_kind played arbor's role to validate the harness. Rerun \`scripts/bench-fs.sh\` (without \`ARBOR_STANDIN\`) for arbor's numbers."
         echo
     fi
-    echo "Measured $(date -u +%Y-%m-%d) on $cpu ($(nproc) CPUs), Linux $(uname -r), in ${total_s} s. Two sparse $image_size image files in one directory on $base_fs (same disk). btrfs: btrfs-progs $(mkfs.btrfs --version 2>&1 | grep -o 'v[0-9.]*' | head -1) \`mkfs.btrfs\` defaults, \`mount -o loop$btrfs_opts\` (in effect: \`$btrfs_seen_opts\`). $arbor_desc. $(fio --version). Median of $reps run$([[ $reps = 1 ]] || echo s), each on freshly made filesystems, the two taking turns at every group of workloads (write+read, random read+write, create+stat+unlink, tree copy; the first one alternating between runs)."
+    echo "Measured $(date -u +%Y-%m-%d) on $cpu ($(nproc) CPUs), Linux $(uname -r)${halt_poll:+, guest halt polling: $halt_poll}, in ${total_s} s. Two sparse $image_size image files in one directory on $base_fs (same disk). btrfs: btrfs-progs $(mkfs.btrfs --version 2>&1 | grep -o 'v[0-9.]*' | head -1) \`mkfs.btrfs\` defaults, \`mount -o loop$btrfs_opts\` (in effect: \`$btrfs_seen_opts\`). $arbor_desc. $(fio --version). Median of $reps run$([[ $reps = 1 ]] || echo s), each on freshly made filesystems, the two taking turns at every group of workloads (write+read, random read+write, create+stat+unlink, tree copy; the first one alternating between runs)."
     echo
     echo "Reproduce (as root) from the repository root:"
     echo
@@ -665,6 +900,14 @@ section=$(
         echo
     fi
     echo "Method. Source data comes from /dev/shm (random bytes, so zeros cannot be special-cased; the tree is staged there too). Every timed phase starts cold, whatever ran before it: unmount (arbor: wait until the daemon has exited), \`sync\`, \`echo 3 > /proc/sys/vm/drop_caches\` (the host page cache also holds the image files), mount again — for FUSE the only way to empty the daemon's caches as well as the kernel's. Random I/O: fio \`psync\`, queue depth 1, 4 KiB blocks, every block at most once (fio's random map), the same seed for both; IOPS = I/Os / wall time, the write including its final fsync. Small files: \`target/release/fsmeta\` (crates/arbor-bench/src/bin/fsmeta.rs), one thread, paths \`d{k}/f{i}\`. \"syncfs\" = \`sync -f\` on the mountpoint (arbor: followed by \`arbor sync\`, a commit, since syncfs does not reach a FUSE daemon), inside the timing."
+    if [[ -n $floor_md ]]; then
+        echo
+        echo "### What FUSE alone allows"
+        echo
+        echo "$floor_text"
+        echo
+        echo "$floor_md"
+    fi
     echo "<!-- fs-bench:end -->"
 )
 
