@@ -36,6 +36,10 @@ pub enum Command {
     Umount(cmd::umount::Args),
     /// Commit everything on a mounted filesystem now (what syncfs cannot do on FUSE).
     Sync(cmd::sync::Args),
+    /// Create, snapshot, delete, list and show subvolumes (as btrfs subvolume).
+    Subvolume(cmd::subvolume::Args),
+    /// Filesystem-wide information (as btrfs filesystem).
+    Filesystem(cmd::subvolume::FilesystemArgs),
 }
 
 /// Exit status for a usage error or an I/O error that kept a command from running.
@@ -52,6 +56,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mount(args) => (cmd::mount::run(args), EXIT_FAILURE),
         Command::Umount(args) => (cmd::umount::run(args), EXIT_FAILURE),
         Command::Sync(args) => (cmd::sync::run(args), EXIT_FAILURE),
+        Command::Subvolume(args) => (cmd::subvolume::run(args), EXIT_FAILURE),
+        Command::Filesystem(args) => (cmd::subvolume::run_filesystem(args), EXIT_FAILURE),
     };
     match result {
         Ok(code) => code,

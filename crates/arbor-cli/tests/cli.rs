@@ -65,7 +65,14 @@ fn fill_image(path: &Path, files: u64) {
     let vol = fs.subvol_create(arbor_fs::ROOT_INO, b"vol", root).unwrap();
     for i in 0..files {
         let f = fs
-            .create(vol.root, format!("f{i}").as_bytes(), 0o100644, 0, root, None)
+            .create(
+                vol.root,
+                format!("f{i}").as_bytes(),
+                0o100644,
+                0,
+                root,
+                None,
+            )
             .unwrap();
         fs.write_file(f.ino, 0, format!("value {i}").as_bytes(), false)
             .unwrap();
@@ -475,4 +482,83 @@ fn demo_keeps_its_image_in_dir_when_asked_and_it_checks_clean() {
         0,
     );
     assert!(!other.path().join("arbor-demo.img").exists());
+}
+
+// ---- subvolume and filesystem, offline (--image) ------------------------------------
+
+#[test]
+fn subvolume_commands_work_offline_on_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image_in(&dir, "a.img");
+    mkfs_small(&img);
+    let i = path_str(&img);
+    let (out, _) = arbor_expect(&["subvolume", "--image", i, "create", "/vol"], 0);
+    assert_eq!(out, "Create subvolume '/vol'\n");
+    arbor_expect(&["subvolume", "create", "--image", i, "/vol/inner"], 0);
+    // A directory as DEST means DEST/<name of SOURCE>, as in btrfs: here /vol itself.
+    let (_, err) = arbor_expect(
+        &["subvolume", "--image", i, "snapshot", "-r", "/vol", "/"],
+        1,
+    );
+    assert!(err.contains("/vol exists"), "{err}");
+    arbor_expect(
+        &["subvolume", "--image", i, "snapshot", "-r", "/vol", "/snap"],
+        0,
+    );
+    let (out, _) = arbor_expect(&["subvolume", "--image", i, "list", "/"], 0);
+    assert_eq!(
+        out.lines()
+            .map(|l| l.split(" path ").nth(1).unwrap())
+            .collect::<Vec<_>>(),
+        ["vol", "vol/inner", "snap"],
+        "{out}"
+    );
+    let (out, _) = arbor_expect(
+        &["subvolume", "--image", i, "list", "--format", "json", "/"],
+        0,
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.len(), 4);
+    assert_eq!(list[3]["read_only"], true);
+    let (out, _) = arbor_expect(&["subvolume", "--image", i, "show", "/snap"], 0);
+    assert!(out.starts_with("snap\n"), "{out}");
+    assert!(out.contains("Flags: \t\t\treadonly"), "{out}");
+
+    // Refusals name the problem.
+    let (_, err) = arbor_expect(&["subvolume", "--image", i, "delete", "/vol"], 1);
+    assert!(err.contains("directory not empty"), "{err}");
+    let (_, err) = arbor_expect(&["subvolume", "--image", i, "create", "/vol"], 1);
+    assert!(err.contains("exists"), "{err}");
+    let (_, err) = arbor_expect(&["subvolume", "--image", i, "create", "/nowhere/x"], 1);
+    assert!(err.contains("/nowhere"), "{err}");
+
+    arbor_expect(
+        &[
+            "subvolume",
+            "--image",
+            i,
+            "delete",
+            "/vol/inner",
+            "/vol",
+            "/snap",
+        ],
+        0,
+    );
+    arbor_expect(&["subvolume", "--image", i, "sync", "/"], 0);
+    let (out, _) = arbor_expect(
+        &["filesystem", "--image", i, "df", "--format", "json", "/"],
+        0,
+    );
+    let df: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(df["subvolumes"], 1);
+    assert_eq!(df["cleanup_pending_nodes"], 0);
+    arbor_expect(&["check", i], 0);
+}
+
+#[test]
+fn subvolume_commands_outside_a_mount_say_to_use_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, err) = arbor_expect(&["subvolume", "list", path_str(dir.path())], 1);
+    assert!(err.contains("not on a mounted arbor filesystem"), "{err}");
+    assert!(err.contains("--image"), "{err}");
 }

@@ -561,6 +561,11 @@ impl Fs {
         Ok(())
     }
 
+    /// The allocator's view of space (`filesystem df`).
+    pub fn space(&self) -> Result<arbor_engine::SpaceInfo> {
+        Ok(self.read()?.space())
+    }
+
     /// Space and inode counts.
     pub fn statfs(&self) -> Result<StatFs> {
         self.with_engine(|e| self.statfs_in(e))

@@ -92,7 +92,8 @@ fn dir_path(e: &Engine, subvol: u64, mut dir: u64) -> Result<Vec<u8>> {
 }
 
 fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
-    let generation = e.tree_root(id)?.generation;
+    // A fresh snapshot's root pointer still carries its source's generation.
+    let generation = e.tree_root(id)?.generation.max(item.otransid);
     let root = Loc::root_of(id).global();
     let Some((parent, r)) = placement(e, id)? else {
         return Ok(SubvolInfo {

@@ -336,7 +336,7 @@ impl fuser::Filesystem for Adapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.stats.request("open");
         let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-        if writes && self.read_only {
+        if writes && (self.read_only || self.fs.is_read_only_inode(to_ino(ino))) {
             return reply.error(Errno::from_i32(libc::EROFS));
         }
         match self.fs.open_inode(to_ino(ino)) {

@@ -10,4 +10,4 @@ mod session;
 mod stats;
 
 pub use errno::errno;
-pub use session::{MountConfig, Mounted, mount};
+pub use session::{KernelNotifier, MountConfig, Mounted, mount};

@@ -1,6 +1,7 @@
 //! Mounting: the FUSE session, the periodic commit, and the final commit at unmount.
 
 use crate::adapter::Adapter;
+use crate::attr::to_node;
 use arbor_fs::Fs;
 use fuser::{MountOption, SessionACL};
 use std::path::Path;
@@ -43,6 +44,7 @@ impl Default for MountConfig {
 /// A mounted filesystem whose requests are not yet being served.
 pub struct Mounted {
     session: fuser::Session<Adapter>,
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     fs: Arc<Fs>,
     interval: Duration,
     mountpoint: std::path::PathBuf,
@@ -80,6 +82,7 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, cfg: &MountConfig) -> std::io::Resu
     let _ = notifier.set(session.notifier());
     Ok(Mounted {
         session,
+        notifier,
         fs,
         interval: cfg.commit_interval,
         mountpoint: mountpoint.to_path_buf(),
@@ -103,7 +106,49 @@ fn raise_readahead(mountpoint: &Path) {
     }
 }
 
+/// Tells the kernel to forget names and attributes that the daemon changed behind its
+/// back (subvolume operations through the control channel).
+#[derive(Clone)]
+pub struct KernelNotifier {
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+}
+
+impl KernelNotifier {
+    /// The name `name` in directory `parent` (a global inode number) changed.
+    pub fn entry_changed(&self, parent: u64, name: &[u8]) {
+        use std::os::unix::ffi::OsStrExt;
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_entry(to_node(parent), std::ffi::OsStr::from_bytes(name))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::debug!("entry invalidation for {parent} failed: {e}");
+        }
+    }
+
+    /// The attributes of `ino` changed.
+    pub fn inode_changed(&self, ino: u64) {
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_inode(to_node(ino), -1, 0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::debug!("attribute invalidation for {ino} failed: {e}");
+        }
+    }
+}
+
 impl Mounted {
+    /// A handle that tells the kernel what changed behind its back.
+    pub fn kernel_notifier(&self) -> KernelNotifier {
+        KernelNotifier {
+            notifier: Arc::clone(&self.notifier),
+        }
+    }
+
+    /// The filesystem being served.
+    pub fn fs(&self) -> &Arc<Fs> {
+        &self.fs
+    }
+
     /// Serves requests until the filesystem is unmounted, committing every
     /// `commit_interval` and once more at the end.
     pub fn run(self) -> std::io::Result<()> {

@@ -4,5 +4,6 @@ pub mod check;
 pub mod demo;
 pub mod mkfs;
 pub mod mount;
+pub mod subvolume;
 pub mod sync;
 pub mod umount;

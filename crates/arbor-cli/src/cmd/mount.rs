@@ -169,9 +169,101 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             return Err(e);
         }
     };
+    let control = start_control(&mounted, &args.mountpoint);
     report_ready("ready");
-    mounted.run().context("serving the mount failed")?;
+    let served = mounted.run().context("serving the mount failed");
+    drop(control);
+    served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells the kernel what control requests changed (see arbor_ctl::KernelCache).
+struct Notify(arbor_fuse::KernelNotifier);
+
+impl arbor_ctl::KernelCache for Notify {
+    fn entry_changed(&self, parent: u64, name: &[u8]) {
+        self.0.entry_changed(parent, name);
+    }
+    fn inode_changed(&self, ino: u64) {
+        self.0.inode_changed(ino);
+    }
+}
+
+/// Starts the control socket for `arbor subvolume` and friends; a mount without it
+/// still works (those commands then say the path is not on a mounted filesystem).
+fn start_control(mounted: &arbor_fuse::Mounted, mountpoint: &Path) -> Option<arbor_ctl::Server> {
+    let dev = match mount_device(mountpoint) {
+        Ok(dev) => dev,
+        Err(e) => {
+            tracing::warn!("no control socket: {e:#}");
+            return None;
+        }
+    };
+    let socket = arbor_ctl::socket_for_dev(dev);
+    let cache = Arc::new(Notify(mounted.kernel_notifier()));
+    match arbor_ctl::serve(Arc::clone(mounted.fs()), &socket, arbor_errno, cache) {
+        Ok(server) => {
+            tracing::info!("control socket {}", socket.display());
+            Some(server)
+        }
+        Err(e) => {
+            tracing::warn!("no control socket at {}: {e}", socket.display());
+            None
+        }
+    }
+}
+
+/// The errno of a filesystem error: the FUSE adapter's table.
+pub fn arbor_errno(e: &arbor_fs::FsError) -> i32 {
+    arbor_fuse::errno(e).code()
+}
+
+/// The device number of the filesystem mounted on `mountpoint`, from
+/// /proc/self/mountinfo: stat(2) of the mount point would wait for this very daemon.
+fn mount_device(mountpoint: &Path) -> Result<u64> {
+    let want = std::fs::canonicalize(mountpoint)
+        .with_context(|| format!("cannot resolve {}", mountpoint.display()))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read /proc/self/mountinfo")?;
+    let mut found = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(devno), Some(point)) = (fields.get(2), fields.get(4)) else {
+            continue;
+        };
+        if Path::new(&unescape_mountinfo(point)) == want {
+            // The last match is the top of the mount stack.
+            found = Some(*devno);
+        }
+    }
+    let devno = found.with_context(|| format!("{} is not in mountinfo", want.display()))?;
+    let (major, minor) = devno
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        .with_context(|| format!("bad device number {devno:?} in mountinfo"))?;
+    Ok(nix::sys::stat::makedev(major, minor))
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let digit = |c: u8| u16::from(c - b'0');
+            let v = digit(b[i + 1]) * 64 + digit(b[i + 2]) * 8 + digit(b[i + 3]);
+            out.push(u8::try_from(v).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Starts `arbor mount -f` as a daemon and waits for it to say the mount is ready.

@@ -5,3 +5,4 @@ mod durability;
 mod harness;
 mod mounting;
 mod posix;
+mod subvolumes;

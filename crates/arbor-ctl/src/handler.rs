@@ -1,0 +1,176 @@
+//! Applies requests to a filesystem, as the peer that sent them may.
+
+use crate::protocol::{DfView, Request, Response, SubvolView};
+use arbor_fs::ino::Loc;
+use arbor_fs::{Caller, Fs, FsError, Inode, ROOT_INO};
+
+/// Who sent a request (from the socket's peer credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Peer {
+    /// The superuser, as offline use on an image runs.
+    pub fn root() -> Self {
+        Self {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        }
+    }
+
+    fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Whether the mode bits let this peer write into and search directory `d`
+    /// (ACL entries beyond the mode bits are not consulted).
+    fn may_add_to(&self, d: &Inode) -> bool {
+        if self.is_root() {
+            return true;
+        }
+        let bits = if d.uid == self.uid {
+            d.mode >> 6
+        } else if d.gid == self.gid || self.groups.contains(&d.gid) {
+            d.mode >> 3
+        } else {
+            d.mode
+        };
+        bits & 0o3 == 0o3
+    }
+}
+
+/// What the kernel caches and must forget after a request changed the tree behind
+/// its back (the FUSE adapter implements it; offline use needs nothing).
+pub trait KernelCache: Send + Sync {
+    /// The name `name` in directory `parent` (global inode numbers) changed.
+    fn entry_changed(&self, parent: u64, name: &[u8]);
+    /// The attributes of `ino` changed.
+    fn inode_changed(&self, ino: u64);
+}
+
+/// For use without a kernel.
+pub struct NoKernelCache;
+
+impl KernelCache for NoKernelCache {
+    fn entry_changed(&self, _: u64, _: &[u8]) {}
+    fn inode_changed(&self, _: u64) {}
+}
+
+fn denied(why: &str) -> FsError {
+    FsError::NotPermitted(why.into())
+}
+
+/// Applies `req` to `fs` on behalf of `peer`. `errno` maps filesystem errors (the
+/// FUSE adapter's table).
+pub fn handle(
+    fs: &Fs,
+    req: &Request,
+    peer: &Peer,
+    errno: fn(&FsError) -> i32,
+    cache: &dyn KernelCache,
+) -> Response {
+    match apply(fs, req, peer, cache) {
+        Ok(r) => r,
+        Err(e) => Response::Error {
+            errno: errno(&e),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn apply(
+    fs: &Fs,
+    req: &Request,
+    peer: &Peer,
+    cache: &dyn KernelCache,
+) -> Result<Response, FsError> {
+    let caller = Caller {
+        uid: peer.uid,
+        gid: peer.gid,
+        umask: 0o022,
+    };
+    match req {
+        Request::SubvolCreate { parent, name } => {
+            if !peer.may_add_to(&fs.getattr(*parent)?) {
+                return Err(denied("no write permission in the parent directory"));
+            }
+            let info = fs.subvol_create(*parent, name, caller)?;
+            cache.entry_changed(*parent, name);
+            cache.inode_changed(*parent);
+            Ok(Response::Subvol(SubvolView::from(&info)))
+        }
+        Request::SubvolSnapshot {
+            source,
+            parent,
+            name,
+            read_only,
+        } => {
+            if !peer.may_add_to(&fs.getattr(*parent)?) {
+                return Err(denied("no write permission in the parent directory"));
+            }
+            if !peer.is_root() && fs.getattr(*source)?.uid != peer.uid {
+                return Err(denied(
+                    "only the owner of a subvolume (or root) may snapshot it",
+                ));
+            }
+            let info = fs.subvol_snapshot(*source, *parent, name, *read_only)?;
+            cache.entry_changed(*parent, name);
+            cache.inode_changed(*parent);
+            Ok(Response::Subvol(SubvolView::from(&info)))
+        }
+        Request::SubvolDelete { parent, name } => {
+            if !peer.is_root() {
+                return Err(denied("deleting a subvolume needs root"));
+            }
+            let id = fs.subvol_delete(*parent, name)?;
+            cache.entry_changed(*parent, name);
+            cache.inode_changed(*parent);
+            Ok(Response::Deleted { id })
+        }
+        Request::SubvolList => Ok(Response::Subvols(
+            fs.subvol_list()?.iter().map(SubvolView::from).collect(),
+        )),
+        Request::SubvolShow { ino } => {
+            let id = Loc::of(*ino)?.subvol;
+            Ok(Response::Subvol(SubvolView::from(&fs.subvol_info(id)?)))
+        }
+        Request::SubvolSetReadOnly { ino, read_only } => {
+            let at = Loc::of(*ino)?;
+            if at.ino != ROOT_INO {
+                return Err(FsError::Invalid(format!(
+                    "inode {ino} is not the root of a subvolume"
+                )));
+            }
+            if !peer.is_root() && fs.getattr(*ino)?.uid != peer.uid {
+                return Err(denied(
+                    "only the owner of a subvolume (or root) may change it",
+                ));
+            }
+            fs.subvol_set_read_only(at.subvol, *read_only)?;
+            Ok(Response::Done)
+        }
+        Request::Df => {
+            let s = fs.space()?;
+            Ok(Response::Df(DfView {
+                total_bytes: s.total_bytes,
+                used_bytes: s.used_bytes,
+                free_bytes: s.free_bytes,
+                pinned_bytes: s.pinned_bytes,
+                cleanup_pending_nodes: fs.subvol_cleanup_pending()?,
+                subvolumes: fs.subvol_list()?.len(),
+            }))
+        }
+        Request::SubvolSync => {
+            while fs.subvol_cleanup_pending()? > 0 {
+                fs.sync()?;
+            }
+            fs.sync()?;
+            Ok(Response::Done)
+        }
+    }
+}

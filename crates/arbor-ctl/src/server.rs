@@ -1,0 +1,134 @@
+//! The daemon's side: a Unix socket in the run directory, named after the mount's
+//! device number, served by one thread per connection.
+
+use crate::handler::{KernelCache, Peer, handle};
+use crate::protocol::{MAX_LINE, Request, Response};
+use arbor_fs::{Fs, FsError};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A running control socket; dropping it stops the server and removes the socket.
+pub struct Server {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serves control requests for `fs` on the socket `path` (replacing a stale one).
+/// Anyone may connect; each request is checked against the peer's credentials.
+pub fn serve(
+    fs: Arc<Fs>,
+    path: &Path,
+    errno: fn(&FsError) -> i32,
+    cache: Arc<dyn KernelCache>,
+) -> std::io::Result<Server> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!("removed a stale control socket {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("arbor-ctl".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let fs = Arc::clone(&fs);
+                    let cache = Arc::clone(&cache);
+                    let spawned = std::thread::Builder::new()
+                        .name("arbor-ctl-conn".into())
+                        .spawn(move || {
+                            if let Err(e) = serve_one(&fs, conn, errno, &*cache) {
+                                tracing::warn!("control connection: {e}");
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!("cannot serve a control connection: {e}");
+                    }
+                }
+            })?
+    };
+    Ok(Server {
+        path: path.to_path_buf(),
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn peer_of(conn: &UnixStream) -> std::io::Result<Peer> {
+    let cred = getsockopt(conn, PeerCredentials).map_err(std::io::Error::from)?;
+    Ok(Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        groups: supplementary_groups(cred.pid()),
+    })
+}
+
+/// The supplementary groups of process `pid`, from /proc (none if it is gone).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+fn serve_one(
+    fs: &Fs,
+    conn: UnixStream,
+    errno: fn(&FsError) -> i32,
+    cache: &dyn KernelCache,
+) -> std::io::Result<()> {
+    let peer = peer_of(&conn)?;
+    let mut line = Vec::new();
+    BufReader::new((&conn).take(MAX_LINE as u64)).read_until(b'\n', &mut line)?;
+    let response = match serde_json::from_slice::<Request>(&line) {
+        Ok(req) => {
+            tracing::info!("control request from uid {}: {req:?}", peer.uid);
+            handle(fs, &req, &peer, errno, cache)
+        }
+        Err(e) => Response::Error {
+            errno: libc_einval(),
+            message: format!("bad request ({} bytes): {e}", line.len()),
+        },
+    };
+    let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    (&conn).write_all(&out)
+}
+
+const fn libc_einval() -> i32 {
+    22
+}
