@@ -27,6 +27,7 @@ mod cache;
 mod check;
 mod commit;
 mod data;
+mod diff;
 mod drop;
 mod engine;
 mod error;
@@ -40,6 +41,7 @@ mod tree;
 
 pub use check::{CheckReport, check, check_with};
 pub use commit::{CommitWritten, PreparedCommit};
+pub use diff::{Change, DiffStats};
 pub use engine::{Config, DataRefs, Engine, MkfsOptions, SpaceInfo};
 pub use error::{Error, Result};
 pub use format::Key;
