@@ -40,6 +40,8 @@ pub enum Command {
     Subvolume(cmd::subvolume::Args),
     /// Filesystem-wide information (as btrfs filesystem).
     Filesystem(cmd::subvolume::FilesystemArgs),
+    /// What changed between two snapshots (as zfs diff).
+    Diff(cmd::diff::Args),
 }
 
 /// Exit status for a usage error or an I/O error that kept a command from running.
@@ -58,6 +60,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sync(args) => (cmd::sync::run(args), EXIT_FAILURE),
         Command::Subvolume(args) => (cmd::subvolume::run(args), EXIT_FAILURE),
         Command::Filesystem(args) => (cmd::subvolume::run_filesystem(args), EXIT_FAILURE),
+        Command::Diff(args) => (cmd::diff::run(args), EXIT_FAILURE),
     };
     match result {
         Ok(code) => code,

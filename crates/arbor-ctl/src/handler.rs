@@ -1,6 +1,6 @@
 //! Applies requests to a filesystem, as the peer that sent them may.
 
-use crate::protocol::{DfView, Request, Response, SubvolView};
+use crate::protocol::{DfView, DiffView, Request, Response, SubvolView};
 use arbor_fs::ino::Loc;
 use arbor_fs::{Caller, Fs, FsError, Inode, ROOT_INO};
 
@@ -165,6 +165,9 @@ fn apply(
                 subvolumes: fs.subvol_list()?.len(),
             }))
         }
+        Request::Diff { old, new } => Ok(Response::Diff(DiffView::from(
+            &fs.diff_subvols(*old, *new)?,
+        ))),
         Request::SubvolSync => {
             while fs.subvol_cleanup_pending()? > 0 {
                 fs.sync()?;

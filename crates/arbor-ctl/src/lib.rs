@@ -15,5 +15,5 @@ mod server;
 
 pub use client::{ClientError, call, run_dir, socket_for_dev, socket_for_path};
 pub use handler::{KernelCache, NoKernelCache, Peer, handle};
-pub use protocol::{DfView, MAX_LINE, Request, Response, SubvolView};
+pub use protocol::{DfView, DiffLine, DiffView, MAX_LINE, Request, Response, SubvolView};
 pub use server::{Server, serve};

@@ -31,6 +31,8 @@ pub enum Request {
     Df,
     /// Wait until deleted subvolumes have given back their space.
     SubvolSync,
+    /// What changed from subvolume root `old` to subvolume root `new`.
+    Diff { old: u64, new: u64 },
 }
 
 /// What the daemon answers.
@@ -43,6 +45,7 @@ pub enum Response {
         id: u64,
     },
     Df(DfView),
+    Diff(DiffView),
     Done,
     /// The request failed: an errno and a message that names what failed.
     Error {
@@ -103,6 +106,67 @@ pub struct DfView {
     /// Nodes of deleted subvolumes not yet freed.
     pub cleanup_pending_nodes: usize,
     pub subvolumes: usize,
+}
+
+/// One changed path, as `zfs diff` marks it: `+` added, `-` removed, `M` modified,
+/// `R` renamed (then `to` is the new path).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffLine {
+    pub change: char,
+    pub path: String,
+    pub to: Option<String>,
+    pub dir: bool,
+}
+
+/// A diff and what it cost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffView {
+    pub changes: Vec<DiffLine>,
+    /// Tree nodes read on both sides (subtrees the two share are skipped).
+    pub nodes_read: u64,
+    pub shared_subtrees_skipped: u64,
+}
+
+impl From<&arbor_fs::Diff> for DiffView {
+    fn from(d: &arbor_fs::Diff) -> Self {
+        use arbor_fs::DiffEntry as E;
+        let s = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+        let changes = d
+            .entries
+            .iter()
+            .map(|e| match e {
+                E::Added { path, dir } => DiffLine {
+                    change: '+',
+                    path: s(path),
+                    to: None,
+                    dir: *dir,
+                },
+                E::Removed { path, dir } => DiffLine {
+                    change: '-',
+                    path: s(path),
+                    to: None,
+                    dir: *dir,
+                },
+                E::Modified { path, dir } => DiffLine {
+                    change: 'M',
+                    path: s(path),
+                    to: None,
+                    dir: *dir,
+                },
+                E::Renamed { from, to, dir } => DiffLine {
+                    change: 'R',
+                    path: s(from),
+                    to: Some(s(to)),
+                    dir: *dir,
+                },
+            })
+            .collect();
+        Self {
+            changes,
+            nodes_read: d.stats.nodes_read(),
+            shared_subtrees_skipped: d.stats.shared_subtrees_skipped,
+        }
+    }
 }
 
 /// Longest request or response line accepted (a list of many subvolumes fits).

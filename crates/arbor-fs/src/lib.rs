@@ -5,6 +5,7 @@
 //! requests onto [`Fs`] and its errors onto errnos.
 
 mod acl;
+mod diff;
 mod dir;
 mod error;
 mod file;
@@ -16,6 +17,7 @@ mod subvol;
 pub mod subvol_items;
 mod xattr;
 
+pub use diff::{Diff, DiffEntry};
 pub use dir::{ReadDirEntry, RenameFlags};
 pub use error::{FsError, Result};
 pub use file::{FallocMode, MAX_EXTENT};

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod diff;
 pub mod mkfs;
 pub mod mount;
 pub mod subvolume;

@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Where a command runs: through a mount's daemon, or on an image in process.
-enum Target {
+pub(crate) enum Target {
     Mounted,
     Image(Arc<Fs>),
 }
 
 impl Target {
-    fn new(image: Option<&Path>) -> Result<Self> {
+    pub(crate) fn new(image: Option<&Path>) -> Result<Self> {
         Ok(match image {
             Some(img) => Target::Image(super::mount::open_image(img, false)?),
             None => Target::Mounted,
@@ -27,7 +27,7 @@ impl Target {
 
     /// The global inode number of `path`: `st_ino` on a mount (the kernel resolved the
     /// path, with the caller's permissions), a walk from the root in an image.
-    fn ino(&self, path: &Path) -> Result<u64> {
+    pub(crate) fn ino(&self, path: &Path) -> Result<u64> {
         match self {
             Target::Mounted => Ok(std::fs::metadata(path)
                 .with_context(|| format!("cannot stat {}", path.display()))?
@@ -50,7 +50,7 @@ impl Target {
     }
 
     /// Sends `req`; `at` is a path on the mount (to find its daemon).
-    fn call(&self, at: &Path, req: &Request) -> Result<Response> {
+    pub(crate) fn call(&self, at: &Path, req: &Request) -> Result<Response> {
         let response = match self {
             Target::Mounted => {
                 let socket = arbor_ctl::socket_for_path(at)?;

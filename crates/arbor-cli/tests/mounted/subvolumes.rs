@@ -136,3 +136,34 @@ fn other_users_may_create_subvolumes_where_they_may_write_but_not_delete_them() 
         "{out:?}"
     );
 }
+
+#[test]
+fn diff_lists_what_changed_between_two_snapshots() {
+    let m = Mount::new("128M", "");
+    let p = |s: &str| m.path(s).to_str().unwrap().to_string();
+    sub(&["create", &p("v")]);
+    std::fs::create_dir(m.path("v/d")).unwrap();
+    std::fs::write(m.path("v/d/a"), b"a").unwrap();
+    std::fs::write(m.path("v/b"), b"b").unwrap();
+    std::fs::write(m.path("v/c"), b"c").unwrap();
+    sub(&["snapshot", "-r", &p("v"), &p("s1")]);
+    std::fs::write(m.path("v/c"), b"changed").unwrap();
+    std::fs::rename(m.path("v/d/a"), m.path("v/a2")).unwrap();
+    std::fs::remove_file(m.path("v/b")).unwrap();
+    std::fs::write(m.path("v/new"), b"").unwrap();
+    sub(&["snapshot", "-r", &p("v"), &p("s2")]);
+    let out = ok(
+        arbor().args(["diff", &p("s1"), &p("s2")]).output().unwrap(),
+        "diff",
+    );
+    assert_eq!(
+        out, "M\t/\n-\t/b\nM\t/c\nM\t/d\nR\t/d/a -> /a2\n+\t/new\n",
+        "{out}"
+    );
+    // Against the live subvolume too, and nothing between a snapshot and itself.
+    let out = ok(
+        arbor().args(["diff", &p("s2"), &p("v")]).output().unwrap(),
+        "diff",
+    );
+    assert_eq!(out, "");
+}
