@@ -139,12 +139,12 @@ fn files_made_separately_in_two_snapshots_are_not_mistaken_for_one() {
     assert_eq!(
         got,
         [
-            DiffEntry::Added {
-                path: p("/y"),
-                dir: false
-            },
             DiffEntry::Removed {
                 path: p("/x"),
+                dir: false
+            },
+            DiffEntry::Added {
+                path: p("/y"),
                 dir: false
             },
         ]
