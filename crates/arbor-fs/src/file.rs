@@ -21,11 +21,11 @@ pub struct FallocMode {
     pub zero_range: bool,
 }
 
-fn round_up(x: u64) -> u64 {
+pub(crate) fn round_up(x: u64) -> u64 {
     x.div_ceil(BLOCK) * BLOCK
 }
 
-fn round_down(x: u64) -> u64 {
+pub(crate) fn round_down(x: u64) -> u64 {
     x / BLOCK * BLOCK
 }
 
@@ -35,13 +35,13 @@ fn inline_max(e: &Engine) -> u64 {
 }
 
 /// Blocks one regular extent item may hold checksums for.
-fn max_extent(e: &Engine) -> u64 {
+pub(crate) fn max_extent(e: &Engine) -> u64 {
     let by_csums = (e.max_value_size().saturating_sub(EXTENT_HEADER) / 4) as u64 * BLOCK;
     by_csums.min(MAX_EXTENT)
 }
 
 /// The extent items of `ino` that overlap `[start, end)`, in file order.
-fn extents_in(
+pub(crate) fn extents_in(
     e: &Engine,
     tree: u64,
     ino: u64,
@@ -69,7 +69,7 @@ fn extents_in(
 
 /// Reads `[start, end)` of a file from its extents into `buf` (zeros elsewhere),
 /// verifying each block read.
-fn fill(
+pub(crate) fn fill(
     storage: &dyn arbor_engine::storage::Storage,
     ino: u64,
     exts: &[(u64, FileExtent)],
@@ -271,7 +271,7 @@ impl Txn<'_> {
     }
 
     /// The inline data of a file, if it is stored inline.
-    fn inline_data(&self, ino: u64) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn inline_data(&self, ino: u64) -> Result<Option<Vec<u8>>> {
         let k = key(ino, ty::EXTENT_DATA, 0);
         match self.e.get(self.tree, k)? {
             Some(v) => match FileExtent::decode(ino, k, &v)?.kind {
@@ -311,7 +311,7 @@ impl Txn<'_> {
     }
 
     /// Moves inline data into a block extent.
-    fn materialize_inline(&mut self, inode: &mut Inode) -> Result<()> {
+    pub(crate) fn materialize_inline(&mut self, inode: &mut Inode) -> Result<()> {
         if let Some(d) = self.inline_data(inode.ino)? {
             self.put_inline(inode, Vec::new())?;
             let mut block = d;
@@ -415,7 +415,7 @@ impl Txn<'_> {
     }
 
     /// Removes the file's data in block-aligned `[from, to)`, leaving a hole.
-    fn punch(&mut self, inode: &mut Inode, from: u64, to: u64) -> Result<()> {
+    pub(crate) fn punch(&mut self, inode: &mut Inode, from: u64, to: u64) -> Result<()> {
         for (fo, fe) in extents_in(self.e, self.tree, inode.ino, from, to)? {
             if let ExtentKind::Inline(mut d) = fe.kind {
                 if from < d.len() as u64 {

@@ -13,6 +13,7 @@ mod fs;
 mod fsck;
 pub mod ino;
 pub mod items;
+mod reflink;
 mod subvol;
 pub mod subvol_items;
 mod xattr;

@@ -625,6 +625,33 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
+    /// Within one arbor filesystem, block-aligned ranges are shared, not copied
+    /// (reflinks): `cp` of a large file is instant and takes no new space.
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        self.stats.request("copy_file_range");
+        // The kernel asks for at most 4 GiB - 4 KiB at a time (the reply is 32-bit).
+        let len = len.min(u64::from(u32::MAX) & !4095);
+        match self.ro().and_then(|()| {
+            self.fs
+                .copy_range(to_ino(ino_in), offset_in, to_ino(ino_out), offset_out, len)
+        }) {
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX & !4095)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn fallocate(
         &self,
         _req: &Request,

@@ -167,3 +167,36 @@ fn diff_lists_what_changed_between_two_snapshots() {
     );
     assert_eq!(out, "");
 }
+
+/// copy_file_range within the filesystem shares blocks: `cp` of a large file takes no
+/// new space, and the two files stay independent.
+#[test]
+fn cp_makes_reflinks_that_take_no_space_and_stay_independent() {
+    let m = Mount::new("512M", "");
+    let p = |s: &str| m.path(s).to_str().unwrap().to_string();
+    let data: Vec<u8> = (0..(64u32 << 20) + 123)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(m.path("big"), &data).unwrap();
+    sub(&["create", &p("vol")]);
+    ok(arbor().args(["sync", &p("")]).output().unwrap(), "sync");
+    let free = nix::sys::statvfs::statvfs(&m.mnt).unwrap().blocks_free();
+    let out = std::process::Command::new("cp")
+        .arg(m.path("big"))
+        .arg(m.path("vol/copy"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    ok(arbor().args(["sync", &p("")]).output().unwrap(), "sync");
+    let used = free - nix::sys::statvfs::statvfs(&m.mnt).unwrap().blocks_free();
+    assert!(used < 256, "cp of 64 MiB took {used} blocks of 4 KiB");
+    assert!(std::fs::read(m.path("vol/copy")).unwrap() == data);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("vol/copy"))
+        .unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(1 << 20)).unwrap();
+    f.write_all(b"only in the copy").unwrap();
+    drop(f);
+    assert!(std::fs::read(m.path("big")).unwrap() == data);
+}
