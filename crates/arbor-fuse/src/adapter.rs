@@ -642,12 +642,13 @@ impl fuser::Filesystem for Adapter {
     ) {
         self.stats.request("copy_file_range");
         // The kernel asks for at most 4 GiB - 4 KiB at a time (the reply is 32-bit).
-        let len = len.min(u64::from(u32::MAX) & !4095);
+        const MAX_COPY: u32 = !4095;
+        let len = len.min(u64::from(MAX_COPY));
         match self.ro().and_then(|()| {
             self.fs
                 .copy_range(to_ino(ino_in), offset_in, to_ino(ino_out), offset_out, len)
         }) {
-            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX & !4095)),
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(MAX_COPY)),
             Err(e) => reply.error(errno(&e)),
         }
     }
