@@ -74,6 +74,8 @@ pub struct SubvolView {
     pub otime: (i64, u32),
     /// The inode number (`st_ino`) of its root directory.
     pub root_ino: u64,
+    /// The file data its files hold.
+    pub referenced_bytes: u64,
 }
 
 impl From<&SubvolInfo> for SubvolView {
@@ -91,6 +93,7 @@ impl From<&SubvolInfo> for SubvolView {
             otransid: i.item.otransid,
             otime: (i.item.otime.sec, i.item.otime.nsec),
             root_ino: i.root,
+            referenced_bytes: i.referenced_bytes,
         }
     }
 }

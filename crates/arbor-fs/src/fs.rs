@@ -11,8 +11,8 @@
 use crate::error::{FsError, Result};
 use crate::ino::{Loc, TOP_SUBVOL};
 use crate::items::{
-    FsDataRefs, INFO_OBJECTID, Inode, NAME_MAX, ORPHAN_OBJECTID, ROOT_INO, S_IFDIR, S_IFMT, Time,
-    key, ty,
+    FsDataRefs, FsInfo, INFO_OBJECTID, Inode, NAME_MAX, ORPHAN_OBJECTID, ROOT_INO, S_IFDIR, S_IFMT,
+    Time, key, ty,
 };
 use crate::subvol_items::SUBVOL_TREE;
 use arbor_engine::storage::Storage;
@@ -162,11 +162,11 @@ impl Fs {
             ..Default::default()
         };
         e.insert(FS_TREE, key(ROOT_INO, ty::INODE_ITEM, 0), &root.encode())?;
-        e.insert(
-            FS_TREE,
-            key(INFO_OBJECTID, ty::FS_INFO, 0),
-            &(ROOT_INO + 1).to_le_bytes(),
-        )?;
+        let info = FsInfo {
+            next_ino: ROOT_INO + 1,
+            data_bytes: 0,
+        };
+        e.insert(FS_TREE, FsInfo::key(), &info.encode())?;
         e.commit()?;
         Ok(e)
     }
@@ -577,11 +577,9 @@ impl Fs {
         let free = s.free_bytes / bs;
         let mut inodes_used = 0u64;
         for tree in e.trees().into_iter().filter(|&t| t != SUBVOL_TREE) {
-            inodes_used += e
-                .get(tree, key(INFO_OBJECTID, ty::FS_INFO, 0))?
-                .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                .map_or(0, u64::from_le_bytes)
-                .saturating_sub(ROOT_INO);
+            if let Some(v) = e.get(tree, FsInfo::key())? {
+                inodes_used += FsInfo::decode(&v)?.next_ino.saturating_sub(ROOT_INO);
+            }
         }
         // Each new inode takes a fraction of a node; report what fits in free space.
         let files_free = s.free_bytes / 256;
@@ -672,34 +670,61 @@ impl Txn<'_> {
         Fs::get_inode(self.e, self.tree, ino)
     }
 
+    /// Stores an inode, and keeps the subvolume's data byte count in step.
     pub(crate) fn put_inode(&mut self, inode: &Inode) -> Result<()> {
-        self.e.insert(
-            self.tree,
-            key(inode.ino, ty::INODE_ITEM, 0),
-            &inode.encode(),
-        )?;
+        let k = key(inode.ino, ty::INODE_ITEM, 0);
+        let before = match self.e.get(self.tree, k)? {
+            Some(v) => Inode::decode(inode.ino, &v)?.nbytes,
+            None => 0,
+        };
+        self.e.insert(self.tree, k, &inode.encode())?;
+        if before != inode.nbytes {
+            self.add_data_bytes(i128::from(inode.nbytes) - i128::from(before))?;
+        }
         Ok(())
+    }
+
+    /// The subvolume's bookkeeping item.
+    pub(crate) fn fs_info(&self) -> Result<FsInfo> {
+        match self.e.get(self.tree, FsInfo::key())? {
+            Some(v) => FsInfo::decode(&v),
+            None => Err(crate::error::corrupt(
+                INFO_OBJECTID,
+                FsInfo::key(),
+                "missing",
+            )),
+        }
     }
 
     /// Hands out the next inode number.
     pub(crate) fn next_ino(&mut self) -> Result<u64> {
-        let k = key(INFO_OBJECTID, ty::FS_INFO, 0);
-        let v = self.e.get(self.tree, k)?.unwrap_or_default();
-        let next = v
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .ok_or_else(|| crate::error::corrupt(INFO_OBJECTID, k, "missing or short"))?;
-        let after = next
+        let mut info = self.fs_info()?;
+        let next = info.next_ino;
+        info.next_ino = next
             .checked_add(1)
             .filter(|&n| n < crate::ino::LOCAL_LIMIT)
             .ok_or(FsError::Invalid("inode numbers exhausted".into()))?;
-        self.e.insert(self.tree, k, &after.to_le_bytes())?;
+        self.e.insert(self.tree, FsInfo::key(), &info.encode())?;
         Ok(next)
+    }
+
+    /// Adds `delta` to the subvolume's count of data bytes.
+    fn add_data_bytes(&mut self, delta: i128) -> Result<()> {
+        let mut info = self.fs_info()?;
+        let n = i128::from(info.data_bytes) + delta;
+        info.data_bytes = u64::try_from(n).map_err(|_| {
+            crate::error::corrupt(INFO_OBJECTID, FsInfo::key(), format!("data bytes {n}"))
+        })?;
+        self.e.insert(self.tree, FsInfo::key(), &info.encode())?;
+        Ok(())
     }
 
     /// Removes every item of an inode and drops its data extents.
     pub(crate) fn delete_inode(&mut self, inode: &Inode) -> Result<()> {
+        let stored = self.inode(inode.ino)?;
+        if stored.nbytes > 0 {
+            self.add_data_bytes(-i128::from(stored.nbytes))?;
+        }
         let lo = Key::new(inode.ino, 0, 0);
         let hi = Key::new(inode.ino, u8::MAX, u64::MAX);
         let items: Vec<(Key, Vec<u8>)> = self

@@ -157,6 +157,7 @@ fn fsck_tree(e: &Engine, tree: u64, entries: &mut BTreeSet<Placement>) -> Result
     let mut problems = Vec::new();
     let mut inodes: BTreeMap<u64, Seen> = BTreeMap::new();
     let mut next_ino = None;
+    let mut data_bytes = None;
     for item in e.range(tree, ..)? {
         let (k, v) = item?;
         let ino = k.objectid;
@@ -165,10 +166,13 @@ fn fsck_tree(e: &Engine, tree: u64, entries: &mut BTreeSet<Placement>) -> Result
             continue;
         }
         if ino == INFO_OBJECTID && k.ty == ty::FS_INFO {
-            next_ino = v
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes);
+            match crate::items::FsInfo::decode(&v) {
+                Ok(info) => {
+                    next_ino = Some(info.next_ino);
+                    data_bytes = Some(info.data_bytes);
+                }
+                Err(err) => problems.push(format!("subvolume info: {err}")),
+            }
             continue;
         }
         let mut bad = |why: String| problems.push(format!("inode {ino}: item {k}: {why}"));
@@ -329,6 +333,17 @@ fn fsck_tree(e: &Engine, tree: u64, entries: &mut BTreeSet<Placement>) -> Result
         .is_some_and(|s| s.inode.as_ref().is_some_and(Inode::is_dir))
     {
         problems.push("the root directory is missing".into());
+    }
+    let total: u64 = inodes
+        .values()
+        .filter_map(|s| s.inode.as_ref().map(|i| i.nbytes))
+        .sum();
+    match data_bytes {
+        Some(n) if n == total => {}
+        Some(n) => problems.push(format!(
+            "subvolume info counts {n} data bytes, the inodes hold {total}"
+        )),
+        None => problems.push("the subvolume info item is missing".into()),
     }
     Ok(problems)
 }

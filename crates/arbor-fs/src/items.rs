@@ -22,6 +22,42 @@ pub const ROOT_INO: u64 = 256;
 pub const ORPHAN_OBJECTID: u64 = 6;
 /// Objectid of the subvolume's bookkeeping item (next inode number).
 pub const INFO_OBJECTID: u64 = 7;
+/// A subvolume's bookkeeping: `FS_INFO (7, 250, 0)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsInfo {
+    /// The next inode number to hand out.
+    pub next_ino: u64,
+    /// The sum of the inodes' `nbytes`: the file data the subvolume references.
+    pub data_bytes: u64,
+}
+
+impl FsInfo {
+    pub const SIZE: usize = 16;
+
+    pub fn key() -> Key {
+        key(INFO_OBJECTID, ty::FS_INFO, 0)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::SIZE);
+        v.extend_from_slice(&self.next_ino.to_le_bytes());
+        v.extend_from_slice(&self.data_bytes.to_le_bytes());
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(v, INFO_OBJECTID, Self::key());
+        let info = Self {
+            next_ino: r.u64()?,
+            data_bytes: r.u64()?,
+        };
+        if !r.done() {
+            return Err(r.fail("trailing bytes after the subvolume info"));
+        }
+        Ok(info)
+    }
+}
+
 /// The first directory index handed out; 1 and 2 are "." and "..".
 pub const FIRST_DIR_INDEX: u64 = 3;
 /// Bytes per data block: the unit of checksums and of copy-on-write.

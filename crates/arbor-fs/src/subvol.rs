@@ -8,7 +8,7 @@ use crate::error::{FsError, Result};
 use crate::fs::{Caller, Fs, MAX_LINKS, Txn};
 use crate::ino::{FIRST_SUBVOL, Loc, SUBVOL_LIMIT, TOP_SUBVOL};
 use crate::items::{
-    DirEntry, FIRST_DIR_INDEX, INFO_OBJECTID, Inode, ROOT_INO, S_IFDIR, Time, decode_refs, key, ty,
+    DirEntry, FIRST_DIR_INDEX, FsInfo, Inode, ROOT_INO, S_IFDIR, Time, decode_refs, key, ty,
 };
 use crate::subvol_items::{
     SUBVOL_RDONLY, SUBVOL_TREE, SubvolItem, SubvolRef, backref_key, next_id_key, ref_key,
@@ -31,6 +31,9 @@ pub struct SubvolInfo {
     pub generation: u64,
     /// The global inode number of the subvolume's root directory.
     pub root: u64,
+    /// The file data its files hold (the sum of their `st_blocks` bytes), kept
+    /// current with every change.
+    pub referenced_bytes: u64,
 }
 
 /// Every `ROOT_ITEM`, by subvolume id.
@@ -95,6 +98,10 @@ fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
     // A fresh snapshot's root pointer still carries its source's generation.
     let generation = e.tree_root(id)?.generation.max(item.otransid);
     let root = Loc::root_of(id).global();
+    let referenced_bytes = match e.get(id, FsInfo::key())? {
+        Some(v) => FsInfo::decode(&v)?.data_bytes,
+        None => 0,
+    };
     let Some((parent, r)) = placement(e, id)? else {
         return Ok(SubvolInfo {
             id,
@@ -104,6 +111,7 @@ fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
             item,
             generation,
             root,
+            referenced_bytes,
         });
     };
     let mut path = Vec::new();
@@ -132,6 +140,7 @@ fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
         item,
         generation,
         root,
+        referenced_bytes,
     })
 }
 
@@ -180,11 +189,11 @@ impl Fs {
                 ..Default::default()
             };
             t.e.insert(id, key(ROOT_INO, ty::INODE_ITEM, 0), &root.encode())?;
-            t.e.insert(
-                id,
-                key(INFO_OBJECTID, ty::FS_INFO, 0),
-                &(ROOT_INO + 1).to_le_bytes(),
-            )?;
+            let info = crate::items::FsInfo {
+                next_ino: ROOT_INO + 1,
+                data_bytes: 0,
+            };
+            t.e.insert(id, crate::items::FsInfo::key(), &info.encode())?;
             let item = SubvolItem {
                 uuid: *uuid::Uuid::new_v4().as_bytes(),
                 otransid: t.e.transaction_generation(),

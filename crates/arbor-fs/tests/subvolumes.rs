@@ -143,6 +143,13 @@ fn snapshots_share_everything_and_diverge_on_write() {
     );
     assert_eq!(read(&fs, snap.root, "big"), big);
 
+    let referenced = |id: u64| fs.subvol_info(id).unwrap().referenced_bytes;
+    assert_eq!(referenced(256), (32 << 20) + 6);
+    assert_eq!(
+        referenced(snap.id),
+        (32 << 20) + 6,
+        "a snapshot references the same"
+    );
     let small = fs.lookup(vol, b"small").unwrap().ino;
     fs.write_file(small, 0, b"after!", false).unwrap();
     let snap_small = fs.lookup(snap.root, b"small").unwrap().ino;
@@ -152,6 +159,9 @@ fn snapshots_share_everything_and_diverge_on_write() {
     assert_eq!(read(&fs, snap.root, "small"), b"snap..");
     assert_eq!(names(&fs, vol), ["big", "small"]);
     assert_eq!(names(&fs, snap.root), ["big", "small", "new"]);
+    fs.unlink(vol, b"big").unwrap();
+    assert_eq!(referenced(256), 6);
+    assert_eq!(referenced(snap.id), (32 << 20) + 6 + 20);
     assert_consistent(&dev, &fs);
 }
 
