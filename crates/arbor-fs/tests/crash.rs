@@ -1,6 +1,7 @@
 //! Crash consistency of the filesystem: a workload of creates, writes, overwrites,
-//! truncates, renames, unlinks (some of open files) and mkdirs runs on a recording
-//! device, committing now and then. Every sampled state a power cut could leave must
+//! truncates, renames, unlinks (some of open files), mkdirs, and snapshots made and
+//! deleted runs on a recording device, committing now and then (a deleted snapshot's
+//! blocks are freed over several commits). Every sampled state a power cut could leave must
 //! check clean (blocks, references, and the filesystem's own items), mount, free its
 //! orphans, and hold exactly the files of the last commit or of the one in flight,
 //! every byte readable through its checksums.
@@ -37,7 +38,14 @@ fn snapshot(fs: &Fs) -> Model {
     m
 }
 
-fn record(seed: u64, commits: usize) -> (Arc<CrashRecorder>, Vec<Model>) {
+/// Snapshots made and deleted by a recorded workload.
+#[derive(Default)]
+struct SnapshotOps {
+    made: usize,
+    deleted: usize,
+}
+
+fn record(seed: u64, commits: usize) -> (Arc<CrashRecorder>, Vec<Model>, SnapshotOps) {
     let base = Arc::new(MemStorage::new(24 << 20));
     let opts = MkfsOptions {
         nodesize: Some(4096),
@@ -51,6 +59,8 @@ fn record(seed: u64, commits: usize) -> (Arc<CrashRecorder>, Vec<Model>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut models = vec![snapshot(&fs)];
     let mut open_orphans = Vec::new();
+    let mut snapshots: Vec<String> = Vec::new();
+    let mut ops = SnapshotOps::default();
     let sub = fs
         .create(ROOT_INO, b"sub", 0o040755, 0, who, None)
         .unwrap()
@@ -113,6 +123,20 @@ fn record(seed: u64, commits: usize) -> (Arc<CrashRecorder>, Vec<Model>) {
                         fs.release_inode(ino).unwrap();
                     }
                 }
+                90..=93 => {
+                    let name = format!("snap{c}.{}", rng.gen_range(0..1000));
+                    if fs.lookup(ROOT_INO, name.as_bytes()).is_err() {
+                        fs.subvol_snapshot(ROOT_INO, ROOT_INO, name.as_bytes(), rng.gen_bool(0.5))
+                            .unwrap();
+                        snapshots.push(name);
+                        ops.made += 1;
+                    }
+                }
+                94..=96 if !snapshots.is_empty() => {
+                    let name = snapshots.remove(rng.gen_range(0..snapshots.len()));
+                    fs.subvol_delete(ROOT_INO, name.as_bytes()).unwrap();
+                    ops.deleted += 1;
+                }
                 _ => {
                     let _ = dname;
                 }
@@ -122,11 +146,11 @@ fn record(seed: u64, commits: usize) -> (Arc<CrashRecorder>, Vec<Model>) {
         rec.mark(&format!("commit {c}"));
         models.push(snapshot(&fs));
     }
-    (rec, models)
+    (rec, models, ops)
 }
 
-fn verify(seed: u64, commits: usize, samples: usize) -> usize {
-    let (rec, models) = record(seed, commits);
+fn verify(seed: u64, commits: usize, samples: usize) -> (usize, SnapshotOps) {
+    let (rec, models, ops) = record(seed, commits);
     let done_at: Vec<usize> = rec.marks().into_iter().map(|(_, f)| f).collect();
     let mut states = 0;
     for state in rec.crash_states(seed, samples) {
@@ -161,7 +185,7 @@ fn verify(seed: u64, commits: usize, samples: usize) -> usize {
             state.description
         );
     }
-    states
+    (states, ops)
 }
 
 #[test]
@@ -171,10 +195,17 @@ fn every_crash_state_mounts_clean_with_the_old_or_the_new_files() {
     } else {
         1..=3
     };
-    let mut total = 0;
+    let (mut total, mut made, mut deleted) = (0, 0, 0);
     for seed in seeds {
-        total += verify(seed, 12, 6);
+        let (states, ops) = verify(seed, 12, 6);
+        total += states;
+        made += ops.made;
+        deleted += ops.deleted;
     }
-    eprintln!("{total} crash states verified");
+    eprintln!("{total} crash states verified; {made} snapshots made, {deleted} deleted");
     assert!(total >= 300, "only {total} crash states");
+    assert!(
+        made >= 2 && deleted >= 1,
+        "{made} snapshots made, {deleted} deleted"
+    );
 }
