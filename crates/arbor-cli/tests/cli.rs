@@ -492,6 +492,14 @@ fn subvolume_commands_work_offline_on_an_image() {
     let img = image_in(&dir, "a.img");
     mkfs_small(&img);
     let i = path_str(&img);
+    let df = |i: &str| -> serde_json::Value {
+        let (out, _) = arbor_expect(
+            &["filesystem", "--image", i, "df", "--format", "json", "/"],
+            0,
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let fresh = df(i);
     let (out, _) = arbor_expect(&["subvolume", "--image", i, "create", "/vol"], 0);
     assert_eq!(out, "Create subvolume '/vol'\n");
     arbor_expect(&["subvolume", "create", "--image", i, "/vol/inner"], 0);
@@ -545,13 +553,11 @@ fn subvolume_commands_work_offline_on_an_image() {
         0,
     );
     arbor_expect(&["subvolume", "--image", i, "sync", "/"], 0);
-    let (out, _) = arbor_expect(
-        &["filesystem", "--image", i, "df", "--format", "json", "/"],
-        0,
-    );
-    let df: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(df["subvolumes"], 1);
-    assert_eq!(df["cleanup_pending_nodes"], 0);
+    let after = df(i);
+    assert_eq!(after["subvolumes"], 1);
+    assert_eq!(after["cleanup_pending_nodes"], 0);
+    // Everything made was deleted: df shows what the fresh image showed.
+    assert_eq!(after, fresh);
     arbor_expect(&["check", i], 0);
 }
 
