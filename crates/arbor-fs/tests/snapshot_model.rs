@@ -134,6 +134,16 @@ enum Op {
         from: Pick,
         to: Pick,
     },
+    /// copy_range (copy_file_range, reflinks) between files of any two subvolumes.
+    Copy {
+        from_sv: u8,
+        from: Pick,
+        src_off: u64,
+        to_sv: u8,
+        to: Pick,
+        dst_off: u64,
+        len: u64,
+    },
     SubvolCreate,
     Snapshot {
         src: u8,
@@ -189,6 +199,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (sv(), pick()).prop_map(|(sv, at)| Op::Rmdir { sv, at }),
         2 => (sv(), pick(), target()).prop_map(|(sv, from, to)| Op::Rename { sv, from, to }),
         2 => (sv(), pick(), target()).prop_map(|(sv, from, to)| Op::Link { sv, from, to }),
+        3 => (sv(), pick(), offset(), sv(), pick(), offset(), offset())
+            .prop_map(|(from_sv, from, src_off, to_sv, to, dst_off, len)| Op::Copy {
+                from_sv, from, src_off, to_sv, to, dst_off, len,
+            }),
         1 => Just(Op::SubvolCreate),
         3 => (any::<u8>(), any::<bool>()).prop_map(|(src, read_only)| Op::Snapshot { src, read_only }),
         1 => sv().prop_map(|sv| Op::Delete { sv }),
@@ -696,6 +710,52 @@ impl World {
                     let tree = self.tree_mut(id);
                     tree.entries.insert(to.path(), Entry::File(local));
                     prop_assert_eq!(inode.nlink, tree.links(local), "nlink after link");
+                }
+            }
+            Op::Copy {
+                from_sv,
+                from,
+                src_off,
+                to_sv,
+                to,
+                dst_off,
+                len,
+            } => {
+                let (a, b) = (self.pick(from_sv), self.pick(to_sv));
+                let (Some(from), Some(to)) = (
+                    self.choose(a, from, Want::File),
+                    self.choose(b, to, Want::File),
+                ) else {
+                    return Ok(());
+                };
+                let (Found::File(src), Found::File(dst)) =
+                    (self.resolve(a, &from.path())?, self.resolve(b, &to.path())?)
+                else {
+                    return Ok(());
+                };
+                let (sl, dl) = (
+                    Loc::of(src).map_err(|e| fail(e.to_string()))?.ino,
+                    Loc::of(dst).map_err(|e| fail(e.to_string()))?.ino,
+                );
+                let src_data = self.tree(a).files.get(&sl).cloned().unwrap_or_default();
+                let n = len.min((src_data.len() as u64).saturating_sub(src_off));
+                let overlap = src == dst && n > 0 && src_off < dst_off + n && dst_off < src_off + n;
+                let r = self.fs().copy_range(src, src_off, dst, dst_off, len);
+                let what = format!("copy {a}:{} -> {b}:{}", from.path(), to.path());
+                if overlap && !self.live[&b].read_only {
+                    prop_assert!(matches!(r, Err(FsError::Invalid(_))), "{}: {:?}", what, r);
+                    return Ok(());
+                }
+                if let Some(copied) = self.settle(&what, b, r, Ok(()))? {
+                    prop_assert_eq!(copied, n, "{}: bytes copied", what);
+                    let file = self.tree_mut(b).files.get_mut(&dl).expect("model file");
+                    if n > 0 {
+                        let (so, d, n) = (src_off as usize, dst_off as usize, n as usize);
+                        if file.len() < d + n {
+                            file.resize(d + n, 0);
+                        }
+                        file[d..d + n].copy_from_slice(&src_data[so..so + n]);
+                    }
                 }
             }
             Op::SubvolCreate => {
