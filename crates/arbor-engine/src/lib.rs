@@ -38,6 +38,7 @@ mod open;
 mod space;
 pub mod storage;
 mod tree;
+mod usage;
 
 pub use check::{CheckReport, check, check_with};
 pub use commit::{CommitWritten, PreparedCommit};
@@ -48,3 +49,4 @@ pub use format::Key;
 pub use loader::{NodeLoader, NodeMiss, without_node_io};
 pub use open::read_superblock;
 pub use tree::Range;
+pub use usage::Usage;
