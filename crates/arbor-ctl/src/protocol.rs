@@ -76,6 +76,8 @@ pub struct SubvolView {
     pub root_ino: u64,
     /// The file data its files hold.
     pub referenced_bytes: u64,
+    /// What only it holds (data and metadata): what deleting it would free.
+    pub exclusive_bytes: u64,
 }
 
 impl From<&SubvolInfo> for SubvolView {
@@ -94,6 +96,7 @@ impl From<&SubvolInfo> for SubvolView {
             otime: (i.item.otime.sec, i.item.otime.nsec),
             root_ino: i.root,
             referenced_bytes: i.referenced_bytes,
+            exclusive_bytes: i.exclusive_bytes,
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct SubvolInfo {
     /// The file data its files hold (the sum of their `st_blocks` bytes), kept
     /// current with every change.
     pub referenced_bytes: u64,
+    /// The data and metadata bytes only this subvolume holds: what deleting it
+    /// frees. Found by walking only those blocks (shared ones are skipped).
+    pub exclusive_bytes: u64,
 }
 
 /// Every `ROOT_ITEM`, by subvolume id.
@@ -102,6 +105,8 @@ fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
         Some(v) => FsInfo::decode(&v)?.data_bytes,
         None => 0,
     };
+    let usage = e.exclusive_usage(id)?;
+    let exclusive_bytes = usage.exclusive_node_bytes + usage.exclusive_data_bytes;
     let Some((parent, r)) = placement(e, id)? else {
         return Ok(SubvolInfo {
             id,
@@ -112,6 +117,7 @@ fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
             generation,
             root,
             referenced_bytes,
+            exclusive_bytes,
         });
     };
     let mut path = Vec::new();
@@ -141,6 +147,7 @@ fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
         generation,
         root,
         referenced_bytes,
+        exclusive_bytes,
     })
 }
 

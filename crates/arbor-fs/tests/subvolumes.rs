@@ -150,6 +150,8 @@ fn snapshots_share_everything_and_diverge_on_write() {
         (32 << 20) + 6,
         "a snapshot references the same"
     );
+    let exclusive = |id: u64| fs.subvol_info(id).unwrap().exclusive_bytes;
+    assert_eq!((exclusive(256), exclusive(snap.id)), (0, 0), "all shared");
     let small = fs.lookup(vol, b"small").unwrap().ino;
     fs.write_file(small, 0, b"after!", false).unwrap();
     let snap_small = fs.lookup(snap.root, b"small").unwrap().ino;
@@ -162,6 +164,23 @@ fn snapshots_share_everything_and_diverge_on_write() {
     fs.unlink(vol, b"big").unwrap();
     assert_eq!(referenced(256), 6);
     assert_eq!(referenced(snap.id), (32 << 20) + 6 + 20);
+    // The big file's data now belongs to the snapshot alone; deleting it frees that.
+    let alone = exclusive(snap.id);
+    assert!(alone >= 32 << 20 && alone < (33 << 20), "{alone}");
+    assert!(exclusive(256) < 1 << 20, "{}", exclusive(256));
+    assert_consistent(&dev, &fs);
+    let alone = exclusive(snap.id);
+    let free = fs.statfs().unwrap().blocks_free;
+    fs.subvol_delete(ROOT_INO, b"snap").unwrap();
+    while fs.subvol_cleanup_pending().unwrap() > 0 {
+        fs.sync().unwrap();
+    }
+    fs.sync().unwrap();
+    let freed = (fs.statfs().unwrap().blocks_free - free) * 4096;
+    assert_eq!(
+        freed, alone,
+        "deleting the snapshot frees its exclusive bytes"
+    );
     assert_consistent(&dev, &fs);
 }
 

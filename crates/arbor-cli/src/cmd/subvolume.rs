@@ -235,10 +235,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 Format::Text => {
                     for s in list.iter().filter(|s| s.parent_id.is_some()) {
                         println!(
-                            "ID {} gen {} top level {} path {}",
+                            "ID {} gen {} top level {} referenced {} exclusive {} path {}",
                             s.id,
                             s.generation,
                             s.parent_id.unwrap_or(5),
+                            human(s.referenced_bytes),
+                            human(s.exclusive_bytes),
                             s.path
                         );
                     }
@@ -314,7 +316,7 @@ fn show_text(s: &SubvolView, all: &[SubvolView]) -> String {
         .map(|o| o.path.as_str())
         .collect();
     let mut out = format!(
-        "{name}\n\tName: \t\t\t{short}\n\tUUID: \t\t\t{}\n\tParent UUID: \t\t{}\n\tReceived UUID: \t\t{}\n\tCreation time: \t\t{}\n\tSubvolume ID: \t\t{}\n\tGeneration: \t\t{}\n\tGen at creation: \t{}\n\tParent ID: \t\t{}\n\tTop level ID: \t\t{}\n\tFlags: \t\t\t{}\n\tSnapshot(s):\n",
+        "{name}\n\tName: \t\t\t{short}\n\tUUID: \t\t\t{}\n\tParent UUID: \t\t{}\n\tReceived UUID: \t\t{}\n\tCreation time: \t\t{}\n\tSubvolume ID: \t\t{}\n\tGeneration: \t\t{}\n\tGen at creation: \t{}\n\tParent ID: \t\t{}\n\tTop level ID: \t\t{}\n\tFlags: \t\t\t{}\n\tReferenced: \t\t{}\n\tExclusive: \t\t{}\n\tSnapshot(s):\n",
         s.uuid,
         dash(&s.parent_uuid),
         dash(&s.received_uuid),
@@ -325,6 +327,8 @@ fn show_text(s: &SubvolView, all: &[SubvolView]) -> String {
         s.parent_id.unwrap_or(0),
         s.parent_id.unwrap_or(0),
         if s.read_only { "readonly" } else { "-" },
+        human(s.referenced_bytes),
+        human(s.exclusive_bytes),
     );
     for p in snapshots {
         out.push_str(&format!("\t\t\t\t{p}\n"));

@@ -58,7 +58,8 @@ fn subvolume_commands_work_through_the_daemon() {
     assert_eq!(list[3]["read_only"], true);
     let text = sub(&["list", &p("")]);
     assert!(text.contains("ID 258 gen"), "{text}");
-    assert!(text.contains("top level 5 path snaps/vol"), "{text}");
+    assert!(text.contains("top level 5 referenced "), "{text}");
+    assert!(text.contains(" path snaps/vol\n"), "{text}");
     let show = sub(&["show", &p("snaps/vol/d")]);
     assert!(show.contains("Subvolume ID: \t\t258"), "{show}");
     assert!(show.contains("Flags: \t\t\treadonly"), "{show}");
@@ -66,6 +67,8 @@ fn subvolume_commands_work_through_the_daemon() {
         show.contains(&format!("Parent UUID: \t\t{vol_uuid}")),
         "{show}"
     );
+    assert!(show.contains("Referenced: \t\t16.00B"), "{show}");
+    assert!(show.contains("Exclusive: \t\t"), "{show}");
     let show = sub(&["show", &p("vol")]);
     assert!(
         show.contains("\t\t\t\trw\n") && show.contains("\t\t\t\tsnaps/vol\n"),
