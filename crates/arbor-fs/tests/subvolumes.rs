@@ -166,7 +166,7 @@ fn snapshots_share_everything_and_diverge_on_write() {
     assert_eq!(referenced(snap.id), (32 << 20) + 6 + 20);
     // The big file's data now belongs to the snapshot alone; deleting it frees that.
     let alone = exclusive(snap.id);
-    assert!(alone >= 32 << 20 && alone < (33 << 20), "{alone}");
+    assert!((32 << 20..33 << 20).contains(&alone), "{alone}");
     assert!(exclusive(256) < 1 << 20, "{}", exclusive(256));
     assert_consistent(&dev, &fs);
     let alone = exclusive(snap.id);
