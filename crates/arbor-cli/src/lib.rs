@@ -42,6 +42,8 @@ pub enum Command {
     Filesystem(cmd::subvolume::FilesystemArgs),
     /// What changed between two snapshots (as zfs diff).
     Diff(cmd::diff::Args),
+    /// Get or set a subvolume's read-only flag (as btrfs property ... ro).
+    Property(cmd::subvolume::PropertyArgs),
 }
 
 /// Exit status for a usage error or an I/O error that kept a command from running.
@@ -61,6 +63,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Subvolume(args) => (cmd::subvolume::run(args), EXIT_FAILURE),
         Command::Filesystem(args) => (cmd::subvolume::run_filesystem(args), EXIT_FAILURE),
         Command::Diff(args) => (cmd::diff::run(args), EXIT_FAILURE),
+        Command::Property(args) => (cmd::subvolume::run_property(args), EXIT_FAILURE),
     };
     match result {
         Ok(code) => code,

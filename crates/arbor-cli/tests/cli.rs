@@ -532,6 +532,21 @@ fn subvolume_commands_work_offline_on_an_image() {
     assert!(out.starts_with("snap\n"), "{out}");
     assert!(out.contains("Flags: \t\t\treadonly"), "{out}");
 
+    // The read-only flag, as btrfs property.
+    let (out, _) = arbor_expect(&["property", "--image", i, "get", "/snap", "ro"], 0);
+    assert_eq!(out, "ro=true\n");
+    arbor_expect(
+        &["property", "--image", i, "set", "/snap", "ro", "false"],
+        0,
+    );
+    let (out, _) = arbor_expect(&["property", "--image", i, "get", "/snap"], 0);
+    assert_eq!(out, "ro=false\n");
+    arbor_expect(&["property", "--image", i, "set", "/snap", "ro", "true"], 0);
+    let (out, _) = arbor_expect(&["property", "--image", i, "get", "/vol/inner/.."], 0);
+    assert_eq!(out, "ro=false\n", "the parent of vol/inner is vol's root");
+    let (_, err) = arbor_expect(&["property", "--image", i, "set", "/snap", "ro", "yes"], 1);
+    assert!(err.contains("true or false"), "{err}");
+
     // Refusals name the problem.
     let (_, err) = arbor_expect(&["subvolume", "--image", i, "delete", "/vol"], 1);
     assert!(err.contains("directory not empty"), "{err}");

@@ -336,6 +336,67 @@ fn show_text(s: &SubvolView, all: &[SubvolView]) -> String {
     out
 }
 
+/// `arbor property`.
+#[derive(Debug, clap::Args)]
+pub struct PropertyArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    #[command(subcommand)]
+    pub command: PropSub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PropSub {
+    /// Show a subvolume's properties (`ro`).
+    Get {
+        /// A subvolume's root directory.
+        path: PathBuf,
+        /// Only this property.
+        name: Option<String>,
+    },
+    /// Set a subvolume's property: `ro true` or `ro false`.
+    Set {
+        path: PathBuf,
+        name: String,
+        value: String,
+    },
+}
+
+/// `arbor property`, as btrfs property for subvolumes (the `ro` flag).
+pub fn run_property(args: &PropertyArgs) -> Result<ExitCode> {
+    let t = Target::new(args.image.image.as_deref())?;
+    match &args.command {
+        PropSub::Get { path, name } => {
+            if let Some(n) = name
+                && n != "ro"
+            {
+                bail!("unknown property {n:?} (subvolumes have: ro)");
+            }
+            let ino = t.ino(path)?;
+            let Response::Subvol(s) = t.call(path, &Request::SubvolShow { ino })? else {
+                bail!("unexpected response to a show request");
+            };
+            if s.root_ino != ino {
+                bail!("{} is not the root of a subvolume", path.display());
+            }
+            println!("ro={}", s.read_only);
+        }
+        PropSub::Set { path, name, value } => {
+            if name != "ro" {
+                bail!("unknown property {name:?} (subvolumes have: ro)");
+            }
+            let read_only = match value.as_str() {
+                "true" => true,
+                "false" => false,
+                other => bail!("ro must be true or false, not {other:?}"),
+            };
+            let ino = t.ino(path)?;
+            t.call(path, &Request::SubvolSetReadOnly { ino, read_only })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `arbor filesystem`.
 #[derive(Debug, clap::Args)]
 pub struct FilesystemArgs {
