@@ -48,6 +48,9 @@ cargo run --release --locked -q -p arbor-bench -- --quick
 step "filesystem benchmark smoke run (arbor vs btrfs, --quick)"
 scripts/bench-fs.sh --quick --no-markdown
 
+step "subvolume benchmark smoke run (arbor vs btrfs, --quick)"
+scripts/bench-subvol.sh --quick --no-markdown
+
 if [ "${ARBOR_LONG:-}" = 1 ]; then
     step "fuzzing (ARBOR_LONG=1): every target for ${FUZZ_SECONDS:=300} s"
     FUZZ_SECONDS="$FUZZ_SECONDS" scripts/fuzz.sh
