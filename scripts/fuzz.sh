@@ -14,6 +14,8 @@
 #                session (see the header of fuzz/fuzz_targets/open_image.rs);
 #   decode_node  the node validator on arbitrary bytes with a matching checksum and
 #                header.
+#   send_decode  the send-stream decoder and dumper on arbitrary bytes (byte 0: bit 0
+#                reseals every command's CRC, bit 1 prepends a valid header).
 #
 # cargo-fuzz is installed into ./tools (ignored by git) when it is missing. The targets
 # are built with `--sanitizer none`: the default AddressSanitizer build needs nightly's
@@ -72,6 +74,12 @@ failed=()
 for target in "${targets[@]}"; do
     echo "==> fuzzing $target for ${seconds}s"
     mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
+    # Seed the stream decoder with small kernel-made streams (byte 0 = 1: reseal CRCs).
+    if [[ $target == send_decode && -z "$(ls -A fuzz/corpus/send_decode)" ]]; then
+        for f in crates/arbor-send/tests/fixtures/kernel618_{inv_inc_v1,nodata_v1,inc_v2,comp}.stream; do
+            { printf '\001'; cat "$f"; } >"fuzz/corpus/send_decode/$(basename "$f" .stream)"
+        done
+    fi
     before="$(find "fuzz/artifacts/$target" -type f | wc -l)"
     dict=()
     if [[ -f "fuzz/$target.dict" ]]; then
