@@ -1,0 +1,303 @@
+//! A full send: every inode of a read-only snapshot, as `btrfs send` without `-p`
+//! sends it. Directories are walked breadth first, so that each inode is made at its
+//! first path once its directory exists; further names of an inode become `link`s. A
+//! file's data goes in `write`s (or `update_extent`s with `no_data`) that skip holes;
+//! `truncate` sets a size that ends in a hole. Each inode then gets its xattrs (before
+//! the data, as the kernel sends them), owner, mode and times; directories get their
+//! times last, deepest first, once nothing more is made inside them.
+
+use crate::error::SendError;
+use arbor_fs::ino::Loc;
+use arbor_fs::{Fs, Inode, ROOT_INO, Time};
+use arbor_send::wire::{WRITE_CHUNK_V1, WRITE_CHUNK_V2};
+use arbor_send::{Command, StreamWriter, Timespec};
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+
+/// How to send.
+#[derive(Clone, Copy, Debug)]
+pub struct SendOptions {
+    /// Stream version: 1, or 2 (larger writes, creation times).
+    pub version: u32,
+    /// Send `update_extent` instead of the data (`btrfs send --no-data`).
+    pub no_data: bool,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self {
+            version: 1,
+            no_data: false,
+        }
+    }
+}
+
+/// What a send sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendStats {
+    pub commands: u64,
+    pub inodes: u64,
+    pub data_bytes: u64,
+}
+
+struct Sender<'a, W: Write> {
+    fs: &'a Fs,
+    out: StreamWriter<W>,
+    opts: SendOptions,
+    stats: SendStats,
+}
+
+fn ts(t: Time) -> Timespec {
+    Timespec {
+        sec: t.sec,
+        nsec: t.nsec,
+    }
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFIFO: u32 = 0o010000;
+const S_IFSOCK: u32 = 0o140000;
+
+impl<W: Write> Sender<'_, W> {
+    fn emit(&mut self, cmd: Command) -> Result<(), SendError> {
+        self.out.write_command(&cmd)?;
+        self.stats.commands += 1;
+        Ok(())
+    }
+
+    /// Makes inode `inode` at `path` (not a directory's contents).
+    fn make(&mut self, path: &[u8], inode: &Inode, local: u64) -> Result<(), SendError> {
+        let path = path.to_vec();
+        let mode = u64::from(inode.mode);
+        let cmd = match inode.mode & S_IFMT {
+            S_IFDIR => Command::Mkdir { path, ino: local },
+            S_IFREG => Command::Mkfile { path, ino: local },
+            S_IFLNK => {
+                let target = self.fs.readlink(inode.ino).map_err(SendError::fs(&path))?;
+                Command::Symlink {
+                    path,
+                    ino: local,
+                    path_link: target,
+                }
+            }
+            S_IFIFO => Command::Mkfifo {
+                path,
+                ino: local,
+                rdev: inode.rdev,
+                mode,
+            },
+            S_IFSOCK => Command::Mksock {
+                path,
+                ino: local,
+                rdev: inode.rdev,
+                mode,
+            },
+            _ => Command::Mknod {
+                path,
+                ino: local,
+                rdev: inode.rdev,
+                mode,
+            },
+        };
+        self.stats.inodes += 1;
+        self.emit(cmd)
+    }
+
+    /// Xattrs, data, owner, mode and (except for directories) times of `inode`.
+    fn fill(&mut self, path: &[u8], inode: &Inode) -> Result<(), SendError> {
+        let mut names = self.fs.listxattr(inode.ino).map_err(SendError::fs(path))?;
+        names.sort();
+        for name in names {
+            let data = self
+                .fs
+                .getxattr(inode.ino, &name)
+                .map_err(SendError::fs(path))?;
+            self.emit(Command::SetXattr {
+                path: path.to_vec(),
+                name,
+                data,
+            })?;
+        }
+        if inode.mode & S_IFMT == S_IFREG {
+            self.data(path, inode)?;
+        }
+        self.emit(Command::Chown {
+            path: path.to_vec(),
+            uid: u64::from(inode.uid),
+            gid: u64::from(inode.gid),
+        })?;
+        if inode.mode & S_IFMT != S_IFLNK {
+            self.emit(Command::Chmod {
+                path: path.to_vec(),
+                mode: u64::from(inode.mode & 0o7777),
+            })?;
+        }
+        if inode.mode & S_IFMT != S_IFDIR {
+            self.times(path, inode)?;
+        }
+        Ok(())
+    }
+
+    fn times(&mut self, path: &[u8], inode: &Inode) -> Result<(), SendError> {
+        self.emit(Command::Utimes {
+            path: path.to_vec(),
+            atime: ts(inode.atime),
+            mtime: ts(inode.mtime),
+            ctime: ts(inode.ctime),
+            otime: (self.opts.version >= 2).then(|| ts(inode.crtime)),
+        })
+    }
+
+    /// The file's data ranges, holes skipped.
+    fn data(&mut self, path: &[u8], inode: &Inode) -> Result<(), SendError> {
+        let chunk = if self.opts.version >= 2 {
+            WRITE_CHUNK_V2
+        } else {
+            WRITE_CHUNK_V1
+        } as u64;
+        let mut pos = 0u64;
+        let mut end_written = 0u64;
+        while pos < inode.size {
+            let start = match self.fs.seek(inode.ino, pos, true) {
+                Ok(s) => s,
+                Err(arbor_fs::FsError::NoData(_)) => break,
+                Err(e) => return Err(SendError::fs(path)(e)),
+            };
+            let stop = self
+                .fs
+                .seek(inode.ino, start, false)
+                .map_err(SendError::fs(path))?
+                .min(inode.size);
+            let mut at = start;
+            while at < stop {
+                let n = (stop - at).min(chunk);
+                if self.opts.no_data {
+                    self.emit(Command::UpdateExtent {
+                        path: path.to_vec(),
+                        offset: at,
+                        len: n,
+                    })?;
+                } else {
+                    let data = self
+                        .fs
+                        .read_file(inode.ino, at, n as u32)
+                        .map_err(SendError::fs(path))?;
+                    self.stats.data_bytes += data.len() as u64;
+                    self.emit(Command::Write {
+                        path: path.to_vec(),
+                        offset: at,
+                        data,
+                    })?;
+                }
+                at += n;
+            }
+            end_written = stop;
+            pos = stop;
+        }
+        if end_written < inode.size {
+            self.emit(Command::Truncate {
+                path: path.to_vec(),
+                size: inode.size,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends the read-only subvolume whose root directory is `root` (a global inode
+/// number) as `name`, in full, to `out`.
+pub fn send_full<W: Write>(
+    fs: &Fs,
+    root: u64,
+    name: &[u8],
+    out: W,
+    opts: SendOptions,
+) -> Result<SendStats, SendError> {
+    let at = Loc::of(root).map_err(SendError::fs(b""))?;
+    if at.ino != ROOT_INO {
+        return Err(SendError::Refused(format!(
+            "inode {root} is not the root of a subvolume"
+        )));
+    }
+    let info = fs.subvol_info(at.subvol).map_err(SendError::fs(b""))?;
+    if !info.item.read_only() {
+        return Err(SendError::Refused(format!(
+            "subvolume {} is not read-only; send a read-only snapshot of it",
+            String::from_utf8_lossy(&info.path)
+        )));
+    }
+    let uuid = if info.item.received_uuid != [0; 16] {
+        info.item.received_uuid
+    } else {
+        info.item.uuid
+    };
+    let mut s = Sender {
+        fs,
+        out: StreamWriter::new(out, opts.version)?,
+        opts,
+        stats: SendStats::default(),
+    };
+    s.emit(Command::Subvol {
+        path: name.to_vec(),
+        uuid,
+        ctransid: info.generation,
+    })?;
+    let top = fs.getattr(root).map_err(SendError::fs(b""))?;
+    s.fill(b"", &top)?;
+    // First path of every inode sent so far, for hard links.
+    let mut made: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut dirs: Vec<(Vec<u8>, Inode)> = vec![(Vec::new(), top)];
+    let mut queue: VecDeque<(u64, Vec<u8>)> = VecDeque::from([(root, Vec::new())]);
+    while let Some((dir, dir_path)) = queue.pop_front() {
+        let mut from = 2;
+        loop {
+            let batch = fs
+                .readdir(dir, from, 1024)
+                .map_err(SendError::fs(&dir_path))?;
+            let Some(last) = batch.last() else { break };
+            from = last.next;
+            for entry in batch {
+                // A nested subvolume is not part of this one (as in btrfs).
+                if Loc::of(entry.ino).map(|l| l.subvol).ok() != Some(at.subvol) {
+                    continue;
+                }
+                let path = join(&dir_path, &entry.name);
+                if let Some(first) = made.get(&entry.ino) {
+                    s.emit(Command::Link {
+                        path: path.clone(),
+                        path_link: first.clone(),
+                    })?;
+                    continue;
+                }
+                let inode = fs.getattr(entry.ino).map_err(SendError::fs(&path))?;
+                let local = Loc::of(entry.ino).map_err(SendError::fs(&path))?.ino;
+                s.make(&path, &inode, local)?;
+                s.fill(&path, &inode)?;
+                if inode.is_dir() {
+                    queue.push_back((entry.ino, path.clone()));
+                    dirs.push((path.clone(), inode));
+                } else if inode.nlink > 1 {
+                    made.insert(entry.ino, path);
+                }
+            }
+        }
+    }
+    // Directory times last, deepest first: nothing is made inside them after this.
+    for (path, inode) in dirs.iter().rev() {
+        s.times(path, inode)?;
+    }
+    s.emit(Command::End)?;
+    Ok(s.stats)
+}

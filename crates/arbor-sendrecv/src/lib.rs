@@ -1,0 +1,12 @@
+//! Send and receive: a read-only snapshot becomes a btrfs send stream (`arbor-send`
+//! encodes it), and a stream becomes a subvolume again. This layer knows the
+//! filesystem model (`arbor-fs`) and the stream's commands, and nothing of FUSE or of
+//! the command line.
+//!
+//! * `full.rs`: a full send, every inode of one snapshot.
+
+mod error;
+mod full;
+
+pub use error::SendError;
+pub use full::{SendOptions, SendStats, send_full};
