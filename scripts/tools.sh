@@ -20,7 +20,7 @@ cd "$repo"
 
 PJDFSTEST_VERSION=0.2.2
 FSX_VERSION=0.3.2
-DEB_PACKAGES=(libacl1-dev acl fio gcc libc6-dev btrfs-progs util-linux fuse3 rsync)
+DEB_PACKAGES=(libacl1-dev acl fio gcc libc6-dev btrfs-progs util-linux fuse3 rsync attr)
 
 step() { printf '==> %s\n' "$*"; }
 

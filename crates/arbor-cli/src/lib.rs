@@ -44,6 +44,8 @@ pub enum Command {
     Diff(cmd::diff::Args),
     /// Get or set a subvolume's read-only flag (as btrfs property ... ro).
     Property(cmd::subvolume::PropertyArgs),
+    /// Write a read-only snapshot as a btrfs send stream (as btrfs send).
+    Send(cmd::send::Args),
 }
 
 /// Exit status for a usage error or an I/O error that kept a command from running.
@@ -64,6 +66,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Filesystem(args) => (cmd::subvolume::run_filesystem(args), EXIT_FAILURE),
         Command::Diff(args) => (cmd::diff::run(args), EXIT_FAILURE),
         Command::Property(args) => (cmd::subvolume::run_property(args), EXIT_FAILURE),
+        Command::Send(args) => (cmd::send::run(args), EXIT_FAILURE),
     };
     match result {
         Ok(code) => code,

@@ -56,6 +56,48 @@ pub fn socket_for_path(path: &Path) -> Result<PathBuf, ClientError> {
     Ok(socket)
 }
 
+/// Sends one request with an open file passed along (SCM_RIGHTS), for requests that
+/// write into it (`Send`), and waits for the response.
+pub fn call_with_file(
+    socket: &Path,
+    req: &Request,
+    file: std::os::fd::BorrowedFd<'_>,
+) -> Result<Response, ClientError> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let io = |source| ClientError::Io {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let conn = UnixStream::connect(socket).map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    line.push(b'\n');
+    let fds = [file];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    let sent = rustix::net::sendmsg(
+        &conn,
+        &[std::io::IoSlice::new(&line)],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .map_err(|e| io(e.into()))?;
+    (&conn).write_all(&line[sent..]).map_err(io)?;
+    read_response(socket, &conn)
+}
+
+fn read_response(socket: &Path, conn: &UnixStream) -> Result<Response, ClientError> {
+    let mut buf = Vec::new();
+    BufReader::new(conn.take(MAX_LINE as u64))
+        .read_until(b'\n', &mut buf)
+        .map_err(|source| ClientError::Io {
+            socket: socket.to_path_buf(),
+            source,
+        })?;
+    serde_json::from_slice(&buf)
+        .map_err(|e| ClientError::BadResponse(format!("{e} ({} bytes)", buf.len())))
+}
+
 /// Sends one request and waits for its response.
 pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     let io = |source| ClientError::Io {
@@ -66,10 +108,5 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     let mut line = serde_json::to_vec(req).map_err(|e| ClientError::BadResponse(e.to_string()))?;
     line.push(b'\n');
     conn.write_all(&line).map_err(io)?;
-    let mut buf = Vec::new();
-    BufReader::new((&conn).take(MAX_LINE as u64))
-        .read_until(b'\n', &mut buf)
-        .map_err(io)?;
-    serde_json::from_slice(&buf)
-        .map_err(|e| ClientError::BadResponse(format!("{e} ({} bytes)", buf.len())))
+    read_response(socket, &conn)
 }

@@ -83,6 +83,61 @@ pub fn handle(
     }
 }
 
+/// Applies a `Send` request: the stream goes into `out`, the file the client passed.
+pub fn handle_send(
+    fs: &Fs,
+    req: &Request,
+    peer: &Peer,
+    errno: fn(&FsError) -> i32,
+    out: Option<std::fs::File>,
+) -> Response {
+    let Request::Send {
+        root,
+        name,
+        version,
+        no_data,
+    } = req
+    else {
+        return handle(fs, req, peer, errno, &NoKernelCache);
+    };
+    let refuse = |e: FsError| Response::Error {
+        errno: errno(&e),
+        message: e.to_string(),
+    };
+    if !peer.is_root() {
+        return refuse(denied("sending a subvolume needs root"));
+    }
+    let Some(out) = out else {
+        return refuse(FsError::Invalid(
+            "a send request needs a file descriptor for the stream".into(),
+        ));
+    };
+    let opts = arbor_sendrecv::SendOptions {
+        version: *version,
+        no_data: *no_data,
+    };
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+    let r = arbor_sendrecv::send_full(fs, *root, name, &mut w, opts).and_then(|s| {
+        std::io::Write::flush(&mut w)
+            .map(|()| s)
+            .map_err(|e| arbor_sendrecv::SendError::Refused(format!("writing the stream: {e}")))
+    });
+    match r {
+        Ok(s) => Response::Sent {
+            commands: s.commands,
+            inodes: s.inodes,
+            data_bytes: s.data_bytes,
+        },
+        Err(e) => Response::Error {
+            errno: match &e {
+                arbor_sendrecv::SendError::Fs { source, .. } => errno(source),
+                _ => 22,
+            },
+            message: e.to_string(),
+        },
+    }
+}
+
 fn apply(
     fs: &Fs,
     req: &Request,
@@ -168,6 +223,9 @@ fn apply(
         Request::Diff { old, new } => Ok(Response::Diff(DiffView::from(
             &fs.diff_subvols(*old, *new)?,
         ))),
+        Request::Send { .. } => Err(FsError::Invalid(
+            "send requests are served with handle_send".into(),
+        )),
         Request::SubvolSync => {
             while fs.subvol_cleanup_pending()? > 0 {
                 fs.sync()?;

@@ -33,6 +33,14 @@ pub enum Request {
     SubvolSync,
     /// What changed from subvolume root `old` to subvolume root `new`.
     Diff { old: u64, new: u64 },
+    /// Send the read-only subvolume whose root is `root`, named `name`, as a stream
+    /// into the file descriptor passed with the request (SCM_RIGHTS).
+    Send {
+        root: u64,
+        name: Vec<u8>,
+        version: u32,
+        no_data: bool,
+    },
 }
 
 /// What the daemon answers.
@@ -46,6 +54,11 @@ pub enum Response {
     },
     Df(DfView),
     Diff(DiffView),
+    Sent {
+        commands: u64,
+        inodes: u64,
+        data_bytes: u64,
+    },
     Done,
     /// The request failed: an errno and a message that names what failed.
     Error {

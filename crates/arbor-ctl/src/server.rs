@@ -1,11 +1,11 @@
 //! The daemon's side: a Unix socket in the run directory, named after the mount's
 //! device number, served by one thread per connection.
 
-use crate::handler::{KernelCache, Peer, handle};
+use crate::handler::{KernelCache, Peer, handle, handle_send};
 use crate::protocol::{MAX_LINE, Request, Response};
 use arbor_fs::{Fs, FsError};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -112,9 +112,13 @@ fn serve_one(
     cache: &dyn KernelCache,
 ) -> std::io::Result<()> {
     let peer = peer_of(&conn)?;
-    let mut line = Vec::new();
-    BufReader::new((&conn).take(MAX_LINE as u64)).read_until(b'\n', &mut line)?;
+    let (line, mut fds) = read_request(&conn)?;
     let response = match serde_json::from_slice::<Request>(&line) {
+        Ok(req @ Request::Send { .. }) => {
+            tracing::info!("control request from uid {}: {req:?}", peer.uid);
+            let out = (!fds.is_empty()).then(|| std::fs::File::from(fds.remove(0)));
+            handle_send(fs, &req, &peer, errno, out)
+        }
         Ok(req) => {
             tracing::info!("control request from uid {}: {req:?}", peer.uid);
             handle(fs, &req, &peer, errno, cache)
@@ -127,6 +131,34 @@ fn serve_one(
     let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
     out.push(b'\n');
     (&conn).write_all(&out)
+}
+
+/// Reads the request line and any file descriptors sent with it (SCM_RIGHTS).
+fn read_request(conn: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while !line.contains(&b'\n') && line.len() < MAX_LINE {
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = rustix::net::recvmsg(
+            conn,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(passed) = msg {
+                fds.extend(passed);
+            }
+        }
+        if got.bytes == 0 {
+            break;
+        }
+        line.extend_from_slice(&buf[..got.bytes.min(buf.len())]);
+    }
+    Ok((line, fds))
 }
 
 const fn libc_einval() -> i32 {

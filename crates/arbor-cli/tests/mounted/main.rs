@@ -5,4 +5,5 @@ mod durability;
 mod harness;
 mod mounting;
 mod posix;
+mod send;
 mod subvolumes;

@@ -1,0 +1,103 @@
+//! `arbor send`: a read-only snapshot as a btrfs send stream, to stdout or a file. On
+//! a mounted filesystem the daemon writes the stream straight into the descriptor the
+//! command passes it; with `--image` the command reads the image itself.
+
+use super::subvolume::{ImageArg, Target};
+use anyhow::{Context, Result, bail};
+use arbor_ctl::{Request, Response};
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `arbor send`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub image: ImageArg,
+    /// Send only what changed since this read-only snapshot (incremental send).
+    #[arg(short = 'p')]
+    pub parent: Option<PathBuf>,
+    /// Snapshots whose data the receiver has, to clone from.
+    #[arg(short = 'c')]
+    pub clone_sources: Vec<PathBuf>,
+    /// Write the stream to FILE instead of standard output.
+    #[arg(short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Stream version: 1, or 2 (larger writes, creation times).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub proto: u32,
+    /// Send where data changed, not the data (as btrfs send --no-data).
+    #[arg(long)]
+    pub no_data: bool,
+    /// The read-only snapshots to send, one stream after the other.
+    #[arg(required = true)]
+    pub snapshots: Vec<PathBuf>,
+}
+
+/// `arbor send`.
+pub fn run(args: &Args) -> Result<ExitCode> {
+    if args.parent.is_some() || !args.clone_sources.is_empty() {
+        bail!("incremental send (-p, -c) is not implemented yet; send in full");
+    }
+    let t = Target::new(args.image.image.as_deref())?;
+    let out: std::fs::File = match &args.file {
+        Some(f) => {
+            std::fs::File::create(f).with_context(|| format!("cannot create {}", f.display()))?
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("not writing a send stream to a terminal: redirect it or use -f FILE");
+            }
+            std::fs::File::from(stdout.as_fd().try_clone_to_owned()?)
+        }
+    };
+    for snap in &args.snapshots {
+        let root = t.ino(snap)?;
+        let name = snap
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_os_string()))
+            .or_else(|| snap.file_name().map(|n| n.to_os_string()))
+            .with_context(|| format!("{}: no name", snap.display()))?;
+        let name = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec();
+        let (commands, data) = match &t {
+            Target::Mounted => {
+                let socket = arbor_ctl::socket_for_path(snap)?;
+                let req = Request::Send {
+                    root,
+                    name,
+                    version: args.proto,
+                    no_data: args.no_data,
+                };
+                match arbor_ctl::call_with_file(&socket, &req, out.as_fd())? {
+                    Response::Sent {
+                        commands,
+                        data_bytes,
+                        ..
+                    } => (commands, data_bytes),
+                    Response::Error { errno, message } => {
+                        bail!("{message} ({})", std::io::Error::from_raw_os_error(errno))
+                    }
+                    other => bail!("unexpected response to a send request: {other:?}"),
+                }
+            }
+            Target::Image(fs) => {
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, &out);
+                let opts = arbor_sendrecv::SendOptions {
+                    version: args.proto,
+                    no_data: args.no_data,
+                };
+                let s = arbor_sendrecv::send_full(fs, root, &name, &mut w, opts)?;
+                std::io::Write::flush(&mut w).context("writing the stream")?;
+                (s.commands, s.data_bytes)
+            }
+        };
+        eprintln!(
+            "At subvol {}: {commands} commands, {data} bytes of data",
+            snap.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
