@@ -46,6 +46,8 @@ pub enum Command {
     Property(cmd::subvolume::PropertyArgs),
     /// Write a read-only snapshot as a btrfs send stream (as btrfs send).
     Send(cmd::send::Args),
+    /// Re-create the subvolumes of a send stream (as btrfs receive).
+    Receive(cmd::receive::Args),
 }
 
 /// Exit status for a usage error or an I/O error that kept a command from running.
@@ -67,6 +69,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Diff(args) => (cmd::diff::run(args), EXIT_FAILURE),
         Command::Property(args) => (cmd::subvolume::run_property(args), EXIT_FAILURE),
         Command::Send(args) => (cmd::send::run(args), EXIT_FAILURE),
+        Command::Receive(args) => (cmd::receive::run(args), EXIT_FAILURE),
     };
     match result {
         Ok(code) => code,

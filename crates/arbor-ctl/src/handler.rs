@@ -83,6 +83,54 @@ pub fn handle(
     }
 }
 
+/// Applies a `Receive` request: the stream comes from `input`, the file the client
+/// passed.
+pub fn handle_receive(
+    fs: &Fs,
+    req: &Request,
+    peer: &Peer,
+    errno: fn(&FsError) -> i32,
+    cache: &dyn KernelCache,
+    input: Option<std::fs::File>,
+) -> Response {
+    let Request::Receive { dest } = req else {
+        return handle(fs, req, peer, errno, cache);
+    };
+    let refuse = |e: FsError| Response::Error {
+        errno: errno(&e),
+        message: e.to_string(),
+    };
+    if !peer.is_root() {
+        return refuse(denied("receiving a stream needs root"));
+    }
+    let Some(input) = input else {
+        return refuse(FsError::Invalid(
+            "a receive request needs a file descriptor for the stream".into(),
+        ));
+    };
+    let r = arbor_sendrecv::receive(fs, *dest, std::io::BufReader::with_capacity(1 << 20, input));
+    // Whatever was made, the kernel must see the new names.
+    if let Ok(list) = fs.subvol_list() {
+        for s in list.iter().filter(|s| s.parent.is_some()) {
+            if let Some(name) = s.path.rsplit(|&b| b == b'/').next() {
+                cache.entry_changed(*dest, name);
+            }
+        }
+    }
+    cache.inode_changed(*dest);
+    match r {
+        Ok(s) => Response::Received {
+            subvolumes: s.subvolumes,
+            commands: s.commands,
+            data_bytes: s.data_bytes,
+        },
+        Err(e) => Response::Error {
+            errno: 22,
+            message: e.to_string(),
+        },
+    }
+}
+
 /// Applies a `Send` request: the stream goes into `out`, the file the client passed.
 pub fn handle_send(
     fs: &Fs,
@@ -223,8 +271,8 @@ fn apply(
         Request::Diff { old, new } => Ok(Response::Diff(DiffView::from(
             &fs.diff_subvols(*old, *new)?,
         ))),
-        Request::Send { .. } => Err(FsError::Invalid(
-            "send requests are served with handle_send".into(),
+        Request::Send { .. } | Request::Receive { .. } => Err(FsError::Invalid(
+            "send and receive requests are served with handle_send and handle_receive".into(),
         )),
         Request::SubvolSync => {
             while fs.subvol_cleanup_pending()? > 0 {

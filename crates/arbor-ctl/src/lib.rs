@@ -14,6 +14,6 @@ mod protocol;
 mod server;
 
 pub use client::{ClientError, call, call_with_file, run_dir, socket_for_dev, socket_for_path};
-pub use handler::{KernelCache, NoKernelCache, Peer, handle, handle_send};
+pub use handler::{KernelCache, NoKernelCache, Peer, handle, handle_receive, handle_send};
 pub use protocol::{DfView, DiffLine, DiffView, MAX_LINE, Request, Response, SubvolView};
 pub use server::{Server, serve};

@@ -41,6 +41,9 @@ pub enum Request {
         version: u32,
         no_data: bool,
     },
+    /// Receive the stream read from the file descriptor passed with the request into
+    /// directory `dest`.
+    Receive { dest: u64 },
 }
 
 /// What the daemon answers.
@@ -57,6 +60,12 @@ pub enum Response {
     Sent {
         commands: u64,
         inodes: u64,
+        data_bytes: u64,
+    },
+    Received {
+        /// Root inode numbers of the subvolumes made.
+        subvolumes: Vec<u64>,
+        commands: u64,
         data_bytes: u64,
     },
     Done,

@@ -1,7 +1,7 @@
 //! The daemon's side: a Unix socket in the run directory, named after the mount's
 //! device number, served by one thread per connection.
 
-use crate::handler::{KernelCache, Peer, handle, handle_send};
+use crate::handler::{KernelCache, Peer, handle, handle_receive, handle_send};
 use crate::protocol::{MAX_LINE, Request, Response};
 use arbor_fs::{Fs, FsError};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -118,6 +118,11 @@ fn serve_one(
             tracing::info!("control request from uid {}: {req:?}", peer.uid);
             let out = (!fds.is_empty()).then(|| std::fs::File::from(fds.remove(0)));
             handle_send(fs, &req, &peer, errno, out)
+        }
+        Ok(req @ Request::Receive { .. }) => {
+            tracing::info!("control request from uid {}: {req:?}", peer.uid);
+            let input = (!fds.is_empty()).then(|| std::fs::File::from(fds.remove(0)));
+            handle_receive(fs, &req, &peer, errno, cache, input)
         }
         Ok(req) => {
             tracing::info!("control request from uid {}: {req:?}", peer.uid);

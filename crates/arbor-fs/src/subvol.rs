@@ -323,6 +323,32 @@ impl Fs {
         Loc::of(ino).is_ok_and(|l| self.subvol_is_read_only(l.subvol))
     }
 
+    /// Records that subvolume `id` is what a received stream made: the sender's UUID
+    /// and transaction, and the time and transaction of the receive (indexed by
+    /// received UUID, so that an incremental stream can find it as its parent).
+    pub fn subvol_set_received(
+        &self,
+        id: u64,
+        received_uuid: [u8; 16],
+        stransid: u64,
+    ) -> Result<()> {
+        self.change_any(SUBVOL_TREE, |t| {
+            let mut item = get_item(t.e, id)?;
+            if item.received_uuid != [0; 16] {
+                t.unindex_uuid(&item.received_uuid, sty::UUID_RECEIVED, id)?;
+            }
+            item.received_uuid = received_uuid;
+            item.stransid = stransid;
+            item.rtransid = t.e.transaction_generation();
+            item.rtime = t.now;
+            t.e.insert(SUBVOL_TREE, root_item_key(id), &item.encode())?;
+            if received_uuid != [0; 16] {
+                t.index_uuid(&received_uuid, sty::UUID_RECEIVED, id)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Makes a subvolume read-only or writable again.
     pub fn subvol_set_read_only(&self, id: u64, read_only: bool) -> Result<()> {
         self.change_any(SUBVOL_TREE, |t| {

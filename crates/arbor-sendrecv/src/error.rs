@@ -25,3 +25,23 @@ impl SendError {
         }
     }
 }
+
+/// A failed receive. Every rejection of a command names its index and byte offset.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("destination: {0}")]
+    Dest(String),
+    #[error(transparent)]
+    Decode(#[from] arbor_send::DecodeError),
+    #[error("command #{index} ({command}) at byte {offset}: {reason}")]
+    Command {
+        index: u64,
+        offset: u64,
+        command: &'static str,
+        reason: String,
+    },
+    #[error(
+        "the stream ended before its END command; the partial subvolume was left writable and unmarked"
+    )]
+    Truncated,
+}

@@ -4,9 +4,12 @@
 //! the command line.
 //!
 //! * `full.rs`: a full send, every inode of one snapshot.
+//! * `receive.rs`: applying a stream to arbor natively, safely.
 
 mod error;
 mod full;
+mod receive;
 
-pub use error::SendError;
+pub use error::{ReceiveError, SendError};
 pub use full::{SendOptions, SendStats, send_full};
+pub use receive::{ReceiveStats, receive};

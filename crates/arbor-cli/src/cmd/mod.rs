@@ -5,6 +5,7 @@ pub mod demo;
 pub mod diff;
 pub mod mkfs;
 pub mod mount;
+pub mod receive;
 pub mod send;
 pub mod subvolume;
 pub mod sync;

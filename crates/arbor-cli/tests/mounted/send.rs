@@ -113,3 +113,119 @@ fn btrfs_receive_applies_what_arbor_send_writes_from_a_mount() {
         "{out:?}"
     );
 }
+
+/// A fresh stream from the kernel's `btrfs send` (on a loop-mounted btrfs) is received
+/// natively by `arbor receive` on a mount; rsync sees no difference. Then the received
+/// snapshot is sent on by arbor and received by arbor again.
+#[test]
+fn arbor_receive_applies_a_fresh_kernel_stream_and_sends_it_on() {
+    let m = Mount::new("256M", "");
+    let img = m.dir.path().join("b.img");
+    let bmnt = m.dir.path().join("btrfs");
+    std::fs::create_dir_all(&bmnt).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    run(Command::new("mkfs.btrfs").arg("-qf").arg(&img));
+    run(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&bmnt));
+    let b = |s: &str| bmnt.join(s).to_str().unwrap().to_string();
+    run(Command::new("btrfs").args(["subvolume", "create", &b("src")]));
+    let script = format!(
+        "set -e; cd {}; mkdir -p a/b c; echo hello > a/b/file1; \
+         head -c 300000 /dev/urandom > big; truncate -s 10M sparse; \
+         dd if=/dev/urandom of=sparse bs=4096 seek=100 count=2 conv=notrunc status=none; \
+         ln -s a/b/file1 sym; ln a/b/file1 hl; mkfifo fifo; \
+         setfattr -n user.color -v blue a/b/file1; setfacl -m u:1000:rwx c; \
+         chmod 4755 big; chown 1000:100 c; touch -d '2020-01-02 03:04:05.123456789' c",
+        b("src")
+    );
+    run(Command::new("sh").args(["-c", &script]));
+    run(Command::new("btrfs").args(["subvolume", "snapshot", "-r", &b("src"), &b("snap1")]));
+    let stream = m.dir.path().join("kernel.stream");
+    run(Command::new("btrfs")
+        .args(["send", "-q", "-f"])
+        .arg(&stream)
+        .arg(b("snap1")));
+    let out = arbor()
+        .args(["receive", "-f"])
+        .arg(&stream)
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    let compare = |a: &std::path::Path, b: &std::path::Path| {
+        let mut text = String::new();
+        for extra in [&["--no-t", "-c"][..], &[][..]] {
+            let o = Command::new("rsync")
+                .args(["-aHAXn", "-i", "--delete"])
+                .args(extra)
+                .arg(format!("{}/", a.display()))
+                .arg(format!("{}/", b.display()))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+            text += &String::from_utf8_lossy(&o.stdout);
+        }
+        text
+    };
+    let diff = compare(&bmnt.join("snap1"), &m.path("snap1"));
+    let show = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(["subvolume", "show"])
+        .arg(m.path("snap1"))
+        .output()
+        .unwrap();
+    let _ = Command::new("umount").arg(&bmnt).status();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(diff, "", "rsync sees differences:\n{diff}");
+    let show = String::from_utf8_lossy(&show.stdout).into_owned();
+    assert!(show.contains("Flags: \t\t\treadonly"), "{show}");
+    assert!(!show.contains("Received UUID: \t\t-"), "{show}");
+    let e = std::fs::write(m.path("snap1/new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+
+    // arbor → arbor: send the received snapshot on, into a second image, offline.
+    let second = m.dir.path().join("second.img");
+    ok(
+        arbor()
+            .args(["mkfs", "-s", "256M"])
+            .arg(&second)
+            .output()
+            .unwrap(),
+        "mkfs",
+    );
+    let again = m.dir.path().join("again.stream");
+    ok(
+        arbor()
+            .args(["send", "-f"])
+            .arg(&again)
+            .arg(m.path("snap1"))
+            .output()
+            .unwrap(),
+        "send",
+    );
+    ok(
+        arbor()
+            .args(["receive", "--image"])
+            .arg(&second)
+            .args(["-f"])
+            .arg(&again)
+            .arg("/")
+            .output()
+            .unwrap(),
+        "receive --image",
+    );
+    let list = ok(
+        arbor()
+            .args(["subvolume", "list", "--image"])
+            .arg(&second)
+            .arg("/")
+            .output()
+            .unwrap(),
+        "list",
+    );
+    assert!(list.contains(" path snap1\n"), "{list}");
+    ok(arbor().arg("check").arg(&second).output().unwrap(), "check");
+}
