@@ -6,7 +6,7 @@ use crate::protocol::{MAX_LINE, Request, Response};
 use arbor_fs::{Fs, FsError};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,19 +15,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// A running control socket; dropping it stops the server and removes the socket.
 pub struct Server {
     path: PathBuf,
+    /// The socket file's inode: once this mount is gone, another may reuse its device
+    /// number and so the path; only our own file is removed.
+    ino: u64,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How often the accept loop looks at its stop flag.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -49,17 +55,41 @@ pub fn serve(
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let ino = std::fs::symlink_metadata(path)?.ino();
+    // Non-blocking, so that a connection that went away between poll and accept
+    // cannot stall the loop.
+    listener.set_nonblocking(true)?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("arbor-ctl".into())
             .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
+                while !stop.load(Ordering::SeqCst) {
+                    // Wait for a connection, or for the time to look at `stop` again.
+                    let mut fds = [rustix::event::PollFd::new(
+                        &listener,
+                        rustix::event::PollFlags::IN,
+                    )];
+                    let timeout = rustix::event::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: STOP_POLL.as_nanos() as _,
+                    };
+                    match rustix::event::poll(&mut fds, Some(&timeout)) {
+                        Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!("control socket: {e}");
+                            break;
+                        }
                     }
-                    let Ok(conn) = conn else { continue };
+                    let Ok((conn, _)) = listener.accept() else {
+                        continue;
+                    };
+                    if let Err(e) = conn.set_nonblocking(false) {
+                        tracing::warn!("control connection: {e}");
+                        continue;
+                    }
                     let fs = Arc::clone(&fs);
                     let cache = Arc::clone(&cache);
                     let spawned = std::thread::Builder::new()
@@ -77,6 +107,7 @@ pub fn serve(
     };
     Ok(Server {
         path: path.to_path_buf(),
+        ino,
         stop,
         thread: Some(thread),
     })
