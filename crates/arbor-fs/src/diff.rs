@@ -71,36 +71,11 @@ fn paths_of(e: &Engine, tree: u64, ino: u64) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// The path of directory `dir` in `tree` ("/" for the root).
-fn dir_path(e: &Engine, tree: u64, mut dir: u64) -> Result<Vec<u8>> {
-    let mut parts: Vec<Vec<u8>> = Vec::new();
-    for _ in 0..100_000 {
-        if dir == ROOT_INO {
-            let mut p = Vec::new();
-            for part in parts.iter().rev() {
-                p.push(b'/');
-                p.extend_from_slice(part);
-            }
-            if p.is_empty() {
-                p.push(b'/');
-            }
-            return Ok(p);
-        }
-        let lo = key(dir, ty::INODE_REF, 0);
-        let hi = key(dir, ty::INODE_REF, u64::MAX);
-        let Some(item) = e.range(tree, lo..=hi)?.next() else {
-            return Err(FsError::NotFound);
-        };
-        let (k, v) = item?;
-        let name = decode_refs(dir, k, &v)?
-            .into_iter()
-            .next()
-            .map(|(_, n)| n)
-            .ok_or(FsError::NotFound)?;
-        parts.push(name);
-        dir = k.offset;
-    }
-    Err(FsError::Invalid("directory tree too deep or looped".into()))
+/// The path of directory `dir` in `tree`, from the subvolume's root ("/" for it).
+fn dir_path(e: &Engine, tree: u64, dir: u64) -> Result<Vec<u8>> {
+    let mut p = b"/".to_vec();
+    p.extend_from_slice(&crate::subvol::dir_path(e, tree, dir)?);
+    Ok(p)
 }
 
 fn inode_in(e: &Engine, tree: u64, ino: u64) -> Result<Option<Inode>> {

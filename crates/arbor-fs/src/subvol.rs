@@ -73,7 +73,9 @@ fn placement(e: &Engine, id: u64) -> Result<Option<(u64, SubvolRef)>> {
 }
 
 /// The path of directory `dir` inside subvolume `subvol`, from that subvolume's root.
-fn dir_path(e: &Engine, subvol: u64, mut dir: u64) -> Result<Vec<u8>> {
+/// The path of directory `dir` inside subvolume `subvol`, from its root: names joined by
+/// `/`, empty for the root itself.
+pub(crate) fn dir_path(e: &Engine, subvol: u64, mut dir: u64) -> Result<Vec<u8>> {
     let mut parts: Vec<Vec<u8>> = Vec::new();
     for _ in 0..100_000 {
         if dir == ROOT_INO {

@@ -2,50 +2,12 @@
 //! times and the checkers; files unlinked while open; names that are too long; and a
 //! full device.
 
-use arbor_engine::MkfsOptions;
-use arbor_engine::storage::MemStorage;
-use arbor_fs::{Caller, Fs, FsError, FsOptions, ROOT_INO, RenameFlags};
+mod common;
+
+use common::{DIR, REG, assert_consistent, entries, fs_on, mk, who};
+
+use arbor_fs::{Fs, FsError, FsOptions, ROOT_INO, RenameFlags};
 use std::sync::Arc;
-
-const REG: u32 = 0o100644;
-const DIR: u32 = 0o040755;
-
-fn fs_on(size: u64) -> (Arc<MemStorage>, Fs) {
-    let dev = Arc::new(MemStorage::new(size));
-    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
-    let fs = Fs::open(dev.clone(), &FsOptions::default()).unwrap();
-    (dev, fs)
-}
-
-fn who() -> Caller {
-    Caller {
-        uid: 1000,
-        gid: 1000,
-        umask: 0o022,
-    }
-}
-
-fn mk(fs: &Fs, parent: u64, name: &str, mode: u32) -> u64 {
-    fs.create(parent, name.as_bytes(), mode, 0, who(), None)
-        .unwrap()
-        .ino
-}
-
-fn assert_consistent(dev: &Arc<MemStorage>, fs: &Fs) {
-    let p = fs.fsck().unwrap();
-    assert!(p.is_empty(), "fsck: {p:#?}");
-    fs.sync().unwrap();
-    let r = Fs::check_image(dev.clone());
-    assert!(r.is_clean(), "{r}");
-}
-
-fn names(fs: &Fs, dir: u64) -> Vec<String> {
-    fs.readdir(dir, 0, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|d| String::from_utf8(d.name).unwrap())
-        .collect()
-}
 
 #[test]
 fn link_counts_follow_names_and_subdirectories() {
@@ -58,7 +20,7 @@ fn link_counts_follow_names_and_subdirectories() {
     mk(&fs, d, "sub", DIR);
     assert_eq!(fs.getattr(d).unwrap().nlink, 3);
     assert_eq!(fs.lookup(d, b"..").unwrap().ino, ROOT_INO);
-    assert_eq!(names(&fs, d), [".", "..", "f", "sub"]);
+    assert_eq!(entries(&fs, d), [".", "..", "f", "sub"]);
     assert!(matches!(fs.rmdir(ROOT_INO, b"d"), Err(FsError::NotEmpty)));
     assert!(matches!(fs.unlink(ROOT_INO, b"d"), Err(FsError::IsDir)));
     assert!(matches!(fs.rmdir(ROOT_INO, b"g"), Err(FsError::NotDir)));
@@ -125,7 +87,7 @@ fn rename_replaces_moves_exchanges_and_refuses() {
     assert_eq!(fs.getattr(x).unwrap().nlink, 2);
     // Within one directory.
     fs.rename(ROOT_INO, b"x2", ROOT_INO, b"x3", none).unwrap();
-    assert!(names(&fs, ROOT_INO).contains(&"x3".to_string()));
+    assert!(entries(&fs, ROOT_INO).contains(&"x3".to_string()));
     assert_consistent(&dev, &fs);
 }
 

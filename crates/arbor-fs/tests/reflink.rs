@@ -2,28 +2,12 @@
 //! take no new space; copies stay independent after writes; unaligned copies are
 //! byte-exact; copies cross subvolumes but not into read-only ones.
 
-use arbor_engine::MkfsOptions;
-use arbor_engine::storage::MemStorage;
-use arbor_fs::{Caller, Fs, FsError, FsOptions, ROOT_INO};
+mod common;
+
+use common::{REG, assert_consistent, fs_on, who};
+
+use arbor_fs::{Fs, FsError, ROOT_INO};
 use proptest::prelude::*;
-use std::sync::Arc;
-
-const REG: u32 = 0o100644;
-
-fn fs_on(size: u64) -> (Arc<MemStorage>, Fs) {
-    let dev = Arc::new(MemStorage::new(size));
-    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
-    let fs = Fs::open(dev.clone(), &FsOptions::default()).unwrap();
-    (dev, fs)
-}
-
-fn who() -> Caller {
-    Caller {
-        uid: 0,
-        gid: 0,
-        umask: 0o022,
-    }
-}
 
 fn file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
     let ino = fs
@@ -38,14 +22,6 @@ fn file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
 
 fn all(fs: &Fs, ino: u64) -> Vec<u8> {
     fs.read_file(ino, 0, u32::MAX).unwrap()
-}
-
-fn assert_consistent(dev: &Arc<MemStorage>, fs: &Fs) {
-    let p = fs.fsck().unwrap();
-    assert!(p.is_empty(), "fsck: {p:#?}");
-    fs.sync().unwrap();
-    let r = Fs::check_image(dev.clone());
-    assert!(r.is_clean(), "{r}");
 }
 
 fn pattern(n: usize, seed: u32) -> Vec<u8> {

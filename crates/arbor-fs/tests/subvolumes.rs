@@ -2,35 +2,12 @@
 //! share their blocks, read-only snapshots, deletion that gives the space back,
 //! inode numbers unique across subvolumes, and the checkers after each step.
 
-use arbor_engine::MkfsOptions;
-use arbor_engine::storage::MemStorage;
+mod common;
+
+use common::{DIR, REG, assert_consistent, fs_on, mk, names, who};
+
 use arbor_fs::ino::{Loc, TOP_SUBVOL};
-use arbor_fs::{Caller, Fs, FsError, FsOptions, ROOT_INO, RenameFlags};
-use std::sync::Arc;
-
-const REG: u32 = 0o100644;
-const DIR: u32 = 0o040755;
-
-fn fs_on(size: u64) -> (Arc<MemStorage>, Fs) {
-    let dev = Arc::new(MemStorage::new(size));
-    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
-    let fs = Fs::open(dev.clone(), &FsOptions::default()).unwrap();
-    (dev, fs)
-}
-
-fn who() -> Caller {
-    Caller {
-        uid: 1000,
-        gid: 1000,
-        umask: 0o022,
-    }
-}
-
-fn mk(fs: &Fs, parent: u64, name: &str, mode: u32) -> u64 {
-    fs.create(parent, name.as_bytes(), mode, 0, who(), None)
-        .unwrap()
-        .ino
-}
+use arbor_fs::{Fs, FsError, FsOptions, ROOT_INO, RenameFlags};
 
 fn put(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
     let ino = mk(fs, parent, name, REG);
@@ -41,22 +18,6 @@ fn put(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
 fn read(fs: &Fs, dir: u64, name: &str) -> Vec<u8> {
     let ino = fs.lookup(dir, name.as_bytes()).unwrap().ino;
     fs.read_file(ino, 0, u32::MAX).unwrap()
-}
-
-fn assert_consistent(dev: &Arc<MemStorage>, fs: &Fs) {
-    let p = fs.fsck().unwrap();
-    assert!(p.is_empty(), "fsck: {p:#?}");
-    fs.sync().unwrap();
-    let r = Fs::check_image(dev.clone());
-    assert!(r.is_clean(), "{r}");
-}
-
-fn names(fs: &Fs, dir: u64) -> Vec<String> {
-    fs.readdir(dir, 2, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|d| String::from_utf8(d.name).unwrap())
-        .collect()
 }
 
 #[test]

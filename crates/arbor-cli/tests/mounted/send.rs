@@ -17,6 +17,24 @@ fn run(c: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What rsync sees differ between two trees (contents by checksum, modes, owners, times,
+/// hard links, ACLs and xattrs); empty when they are the same.
+fn rsync_differences(a: &std::path::Path, b: &std::path::Path) -> String {
+    let mut text = String::new();
+    for extra in [&["--no-t", "-c"][..], &[][..]] {
+        let o = Command::new("rsync")
+            .args(["-aHAXn", "-i", "--delete"])
+            .args(extra)
+            .arg(format!("{}/", a.display()))
+            .arg(format!("{}/", b.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        text += &String::from_utf8_lossy(&o.stdout);
+    }
+    text
+}
+
 #[test]
 fn btrfs_receive_applies_what_arbor_send_writes_from_a_mount() {
     let m = Mount::new("256M", "");
@@ -77,27 +95,8 @@ fn btrfs_receive_applies_what_arbor_send_writes_from_a_mount() {
             .arg(&stream)
             .arg(&bmnt));
         let _ = received;
-        // rsync prints every path that differs in contents, mode, owner, times, links,
-        // ACLs or xattrs; nothing means the two trees are the same.
-        let diff = Command::new("rsync")
-            .args(["-aHAXn", "-i", "--delete", "--no-t", "-c"])
-            .arg(format!("{}/", m.path("snap1").display()))
-            .arg(format!("{}/", bmnt.join("snap1").display()))
-            .output()
-            .unwrap();
-        let times = Command::new("rsync")
-            .args(["-aHAXn", "-i", "--delete"])
-            .arg(format!("{}/", m.path("snap1").display()))
-            .arg(format!("{}/", bmnt.join("snap1").display()))
-            .output()
-            .unwrap();
+        let text = rsync_differences(&m.path("snap1"), &bmnt.join("snap1"));
         let _ = Command::new("umount").arg(&bmnt).status();
-        assert!(
-            diff.status.success() && times.status.success(),
-            "{diff:?} {times:?}"
-        );
-        let text = String::from_utf8_lossy(&diff.stdout).into_owned()
-            + &String::from_utf8_lossy(&times.stdout);
         assert_eq!(text, "", "proto {proto}: rsync sees differences:\n{text}");
     }
     // A writable subvolume is refused, with the reason.
@@ -156,22 +155,7 @@ fn arbor_receive_applies_a_fresh_kernel_stream_and_sends_it_on() {
         .arg(&m.mnt)
         .output()
         .unwrap();
-    let compare = |a: &std::path::Path, b: &std::path::Path| {
-        let mut text = String::new();
-        for extra in [&["--no-t", "-c"][..], &[][..]] {
-            let o = Command::new("rsync")
-                .args(["-aHAXn", "-i", "--delete"])
-                .args(extra)
-                .arg(format!("{}/", a.display()))
-                .arg(format!("{}/", b.display()))
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{o:?}");
-            text += &String::from_utf8_lossy(&o.stdout);
-        }
-        text
-    };
-    let diff = compare(&bmnt.join("snap1"), &m.path("snap1"));
+    let diff = rsync_differences(&bmnt.join("snap1"), &m.path("snap1"));
     let show = Command::new(env!("CARGO_BIN_EXE_arbor"))
         .args(["subvolume", "show"])
         .arg(m.path("snap1"))
