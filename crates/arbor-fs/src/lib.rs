@@ -5,6 +5,7 @@
 //! requests onto [`Fs`] and its errors onto errnos.
 
 mod acl;
+mod changes;
 mod diff;
 mod dir;
 mod error;
@@ -18,6 +19,7 @@ mod subvol;
 pub mod subvol_items;
 mod xattr;
 
+pub use changes::{Changes, Entry, InodeChange};
 pub use diff::{Diff, DiffEntry};
 pub use dir::{ReadDirEntry, RenameFlags};
 pub use error::{FsError, Result};

@@ -40,21 +40,21 @@ pub struct SendStats {
     pub data_bytes: u64,
 }
 
-struct Sender<'a, W: Write> {
-    fs: &'a Fs,
-    out: StreamWriter<W>,
-    opts: SendOptions,
-    stats: SendStats,
+pub(crate) struct Sender<'a, W: Write> {
+    pub(crate) fs: &'a Fs,
+    pub(crate) out: StreamWriter<W>,
+    pub(crate) opts: SendOptions,
+    pub(crate) stats: SendStats,
 }
 
-fn ts(t: Time) -> Timespec {
+pub(crate) fn ts(t: Time) -> Timespec {
     Timespec {
         sec: t.sec,
         nsec: t.nsec,
     }
 }
 
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = dir.to_vec();
     if !p.is_empty() {
         p.push(b'/');
@@ -71,14 +71,14 @@ const S_IFIFO: u32 = 0o010000;
 const S_IFSOCK: u32 = 0o140000;
 
 impl<W: Write> Sender<'_, W> {
-    fn emit(&mut self, cmd: Command) -> Result<(), SendError> {
+    pub(crate) fn emit(&mut self, cmd: Command) -> Result<(), SendError> {
         self.out.write_command(&cmd)?;
         self.stats.commands += 1;
         Ok(())
     }
 
     /// Makes inode `inode` at `path` (not a directory's contents).
-    fn make(&mut self, path: &[u8], inode: &Inode, local: u64) -> Result<(), SendError> {
+    pub(crate) fn make(&mut self, path: &[u8], inode: &Inode, local: u64) -> Result<(), SendError> {
         let path = path.to_vec();
         let mode = u64::from(inode.mode);
         let cmd = match inode.mode & S_IFMT {
@@ -116,7 +116,7 @@ impl<W: Write> Sender<'_, W> {
     }
 
     /// Xattrs, data, owner, mode and (except for directories) times of `inode`.
-    fn fill(&mut self, path: &[u8], inode: &Inode) -> Result<(), SendError> {
+    pub(crate) fn fill(&mut self, path: &[u8], inode: &Inode) -> Result<(), SendError> {
         let mut names = self.fs.listxattr(inode.ino).map_err(SendError::fs(path))?;
         names.sort();
         for name in names {
@@ -150,7 +150,7 @@ impl<W: Write> Sender<'_, W> {
         Ok(())
     }
 
-    fn times(&mut self, path: &[u8], inode: &Inode) -> Result<(), SendError> {
+    pub(crate) fn times(&mut self, path: &[u8], inode: &Inode) -> Result<(), SendError> {
         self.emit(Command::Utimes {
             path: path.to_vec(),
             atime: ts(inode.atime),
@@ -161,25 +161,61 @@ impl<W: Write> Sender<'_, W> {
     }
 
     /// The file's data ranges, holes skipped.
-    fn data(&mut self, path: &[u8], inode: &Inode) -> Result<(), SendError> {
+    pub(crate) fn data(&mut self, path: &[u8], inode: &Inode) -> Result<(), SendError> {
+        let end_written = self.range(path, inode, 0, inode.size, false)?;
+        if end_written < inode.size {
+            self.emit(Command::Truncate {
+                path: path.to_vec(),
+                size: inode.size,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Sends the data of `[from, to)` of a file (clipped to its size). Holes are
+    /// skipped, or with `clear_holes` cleared on the receiver (a punched hole in v2,
+    /// zeros in v1, which has no command for holes). Returns where the last data ended.
+    pub(crate) fn range(
+        &mut self,
+        path: &[u8],
+        inode: &Inode,
+        from: u64,
+        to: u64,
+        clear_holes: bool,
+    ) -> Result<u64, SendError> {
         let chunk = if self.opts.version >= 2 {
             WRITE_CHUNK_V2
         } else {
             WRITE_CHUNK_V1
         } as u64;
-        let mut pos = 0u64;
-        let mut end_written = 0u64;
-        while pos < inode.size {
+        let to = to.min(inode.size);
+        let mut pos = from;
+        let mut end_written = from;
+        while pos < to {
             let start = match self.fs.seek(inode.ino, pos, true) {
-                Ok(s) => s,
-                Err(arbor_fs::FsError::NoData(_)) => break,
+                Ok(s) => s.min(to),
+                Err(arbor_fs::FsError::NoData(_)) => to,
                 Err(e) => return Err(SendError::fs(path)(e)),
             };
+            if clear_holes && start > pos {
+                // A hole that runs to the end of the file takes the whole last block:
+                // past the end nothing matters, and a punch of part of a block would
+                // leave that block allocated.
+                let end = if start >= inode.size && self.opts.version >= 2 && !self.opts.no_data {
+                    inode.size.div_ceil(4096) * 4096
+                } else {
+                    start
+                };
+                self.hole(path, pos, end.max(start))?;
+            }
+            if start >= to {
+                break;
+            }
             let stop = self
                 .fs
                 .seek(inode.ino, start, false)
                 .map_err(SendError::fs(path))?
-                .min(inode.size);
+                .min(to);
             let mut at = start;
             while at < stop {
                 let n = (stop - at).min(chunk);
@@ -206,11 +242,36 @@ impl<W: Write> Sender<'_, W> {
             end_written = stop;
             pos = stop;
         }
-        if end_written < inode.size {
-            self.emit(Command::Truncate {
+        Ok(end_written)
+    }
+
+    /// Makes `[from, to)` a hole on the receiver.
+    fn hole(&mut self, path: &[u8], from: u64, to: u64) -> Result<(), SendError> {
+        if self.opts.no_data {
+            return self.emit(Command::UpdateExtent {
                 path: path.to_vec(),
-                size: inode.size,
+                offset: from,
+                len: to - from,
+            });
+        }
+        if self.opts.version >= 2 {
+            const PUNCH_HOLE_KEEP_SIZE: u32 = 3;
+            return self.emit(Command::Fallocate {
+                path: path.to_vec(),
+                mode: PUNCH_HOLE_KEEP_SIZE,
+                offset: from,
+                len: to - from,
+            });
+        }
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(WRITE_CHUNK_V1 as u64);
+            self.emit(Command::Write {
+                path: path.to_vec(),
+                offset: at,
+                data: vec![0; n as usize],
             })?;
+            at += n;
         }
         Ok(())
     }

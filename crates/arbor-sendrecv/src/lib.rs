@@ -8,8 +8,10 @@
 
 mod error;
 mod full;
+mod incremental;
 mod receive;
 
 pub use error::{ReceiveError, SendError};
 pub use full::{SendOptions, SendStats, send_full};
+pub use incremental::send_incremental;
 pub use receive::{ReceiveStats, receive};

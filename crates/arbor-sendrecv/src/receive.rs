@@ -146,8 +146,50 @@ impl Receiver<'_> {
                     ctransid,
                 });
             }
-            Command::Snapshot { .. } => {
-                return Err("incremental streams (snapshot) are not received yet".into());
+            Command::Snapshot {
+                path,
+                uuid,
+                ctransid,
+                clone_uuid,
+                clone_ctransid,
+            } => {
+                if self.target.is_some() {
+                    return Err("a second subvolume in one stream before END".into());
+                }
+                let name = single_name(&path)?;
+                let list = self.fs.subvol_list().map_err(|e| e.to_string())?;
+                let parent = list
+                    .iter()
+                    .find(|s| s.item.received_uuid == clone_uuid)
+                    .or_else(|| list.iter().find(|s| s.item.uuid == clone_uuid))
+                    .ok_or_else(|| {
+                        format!(
+                            "the parent subvolume (uuid {}) is not here: receive it first",
+                            hex(&clone_uuid)
+                        )
+                    })?;
+                let have = if parent.item.received_uuid == clone_uuid {
+                    parent.item.stransid
+                } else {
+                    parent.generation
+                };
+                if have != clone_ctransid {
+                    return Err(format!(
+                        "the parent subvolume {} is at transaction {have}, the stream expects {clone_ctransid}",
+                        String::from_utf8_lossy(&parent.path)
+                    ));
+                }
+                let info = self
+                    .fs
+                    .subvol_snapshot(parent.root, self.dest, name, false)
+                    .map_err(|e| fs_err(&path, e))?;
+                self.cache.clear();
+                self.target = Some(Target {
+                    root: info.root,
+                    id: info.id,
+                    uuid,
+                    ctransid,
+                });
             }
             Command::Mkfile { path, .. } => self.make(&path, S_IFREG | 0o600, 0, None)?,
             Command::Mkdir { path, .. } => self.make(&path, S_IFDIR | 0o700, 0, None)?,
@@ -356,6 +398,10 @@ impl Receiver<'_> {
             .map(|s| s.root)
             .ok_or_else(|| "clone source subvolume not found".to_string())
     }
+}
+
+fn hex(u: &[u8; 16]) -> String {
+    u.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn fs_err(path: &[u8], e: FsError) -> String {
