@@ -141,6 +141,7 @@ pub fn handle_send(
 ) -> Response {
     let Request::Send {
         root,
+        parent,
         name,
         version,
         no_data,
@@ -165,7 +166,11 @@ pub fn handle_send(
         no_data: *no_data,
     };
     let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
-    let r = arbor_sendrecv::send_full(fs, *root, name, &mut w, opts).and_then(|s| {
+    let sent = match parent {
+        Some(p) => arbor_sendrecv::send_incremental(fs, *p, *root, name, &mut w, opts),
+        None => arbor_sendrecv::send_full(fs, *root, name, &mut w, opts),
+    };
+    let r = sent.and_then(|s| {
         std::io::Write::flush(&mut w)
             .map(|()| s)
             .map_err(|e| arbor_sendrecv::SendError::Refused(format!("writing the stream: {e}")))

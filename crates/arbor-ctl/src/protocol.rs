@@ -37,6 +37,8 @@ pub enum Request {
     /// into the file descriptor passed with the request (SCM_RIGHTS).
     Send {
         root: u64,
+        /// For an incremental send: the root of the parent snapshot.
+        parent: Option<u64>,
         name: Vec<u8>,
         version: u32,
         no_data: bool,

@@ -37,10 +37,11 @@ pub struct Args {
 
 /// `arbor send`.
 pub fn run(args: &Args) -> Result<ExitCode> {
-    if args.parent.is_some() || !args.clone_sources.is_empty() {
-        bail!("incremental send (-p, -c) is not implemented yet; send in full");
+    if !args.clone_sources.is_empty() {
+        bail!("clone sources (-c) are not implemented yet; -p PARENT is");
     }
     let t = Target::new(args.image.image.as_deref())?;
+    let parent = args.parent.as_ref().map(|p| t.ino(p)).transpose()?;
     let out: std::fs::File = match &args.file {
         Some(f) => {
             std::fs::File::create(f).with_context(|| format!("cannot create {}", f.display()))?
@@ -67,6 +68,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 let socket = arbor_ctl::socket_for_path(snap)?;
                 let req = Request::Send {
                     root,
+                    parent,
                     name,
                     version: args.proto,
                     no_data: args.no_data,
@@ -89,7 +91,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     version: args.proto,
                     no_data: args.no_data,
                 };
-                let s = arbor_sendrecv::send_full(fs, root, &name, &mut w, opts)?;
+                let s = match parent {
+                    Some(p) => arbor_sendrecv::send_incremental(fs, p, root, &name, &mut w, opts)?,
+                    None => arbor_sendrecv::send_full(fs, root, &name, &mut w, opts)?,
+                };
                 std::io::Write::flush(&mut w).context("writing the stream")?;
                 (s.commands, s.data_bytes)
             }
