@@ -16,6 +16,9 @@
 #                header.
 #   send_decode  the send-stream decoder and dumper on arbitrary bytes (byte 0: bit 0
 #                reseals every command's CRC, bit 1 prepends a valid header).
+#   receive      streams built from arbitrary bytes (hostile paths, renames, links,
+#                writes, clones) received into an in-memory filesystem: a file outside
+#                the new subvolume stays untouched and the image checks clean.
 #
 # cargo-fuzz is installed into ./tools (ignored by git) when it is missing. The targets
 # are built with `--sanitizer none`: the default AddressSanitizer build needs nightly's

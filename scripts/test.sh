@@ -5,9 +5,9 @@
 # pjdfstest and fsx into ./tools), then runs: rustfmt --check, clippy with -D warnings,
 # every test of the workspace (the mounted tests need root and /dev/fuse), pjdfstest
 # and fsx on a mounted image (scripts/fs-suite.sh), and quick smoke runs of the
-# benchmarks. Set ARBOR_LONG=1 for the longer campaigns (more property-test cases,
-# more crash seeds and kill -9 rounds, 1.2 million fsx operations, and scripts/fuzz.sh
-# on every fuzz target).
+# benchmarks, and 20 s of fuzzing of the send-stream decoder and of receive. Set
+# ARBOR_LONG=1 for the longer campaigns (more property-test cases, more crash seeds and
+# kill -9 rounds, 1.2 million fsx operations, and scripts/fuzz.sh on every fuzz target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +50,11 @@ scripts/bench-fs.sh --quick --no-markdown
 
 step "subvolume benchmark smoke run (arbor vs btrfs, --quick)"
 scripts/bench-subvol.sh --quick --no-markdown
+
+if [[ -z "${ARBOR_LONG:-}" ]]; then
+    step "brief fuzzing of the send-stream decoder and of receive (20 s each)"
+    FUZZ_SECONDS=20 scripts/fuzz.sh send_decode receive
+fi
 
 if [ "${ARBOR_LONG:-}" = 1 ]; then
     step "fuzzing (ARBOR_LONG=1): every target for ${FUZZ_SECONDS:=300} s"
