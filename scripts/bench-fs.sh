@@ -72,12 +72,11 @@ export LC_ALL=C
 caller_pwd=$PWD
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-
-die() {
-    echo "bench-fs: error: $*" >&2
-    exit 2
-}
-log() { echo "bench-fs: $*" >&2; }
+bench_name=bench-fs bench_marker=fs-bench
+# die, log, the option helpers, scratch space and cleanup, the filesystems under test,
+# cold remounts, the report and BENCHMARKS.md helpers, shared with scripts/bench-subvol.sh.
+# shellcheck source=lib/bench-common.sh source-path=SCRIPTDIR
+source "$repo/scripts/lib/bench-common.sh"
 
 usage() {
     cat <<'EOF'
@@ -119,9 +118,6 @@ quick=0 reps="" base_dir=/var/tmp image_size=8G seq_mib="" rand_file_mib="" rand
 files="" dirs=10 file_size=1024 tree_src="" markdown=BENCHMARKS.md only=seq,rand,meta,tree
 phase_timeout=900 guest_halt_poll=""
 orig_args=("$@")
-need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
-# A path given on the command line, relative to where the script was started.
-from_caller() { if [[ $1 = /* ]]; then echo "$1"; else echo "$caller_pwd/$1"; fi; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --quick) quick=1 ;;
@@ -152,11 +148,7 @@ else
     : "${reps:=3}" "${seq_mib:=1024}" "${rand_file_mib:=1024}" "${rand_io_mib:=256}" "${files:=100000}"
     rtt_calls=50000
 fi
-for v in reps seq_mib rand_file_mib rand_io_mib files dirs file_size phase_timeout; do
-    opt=${v//_/-}
-    [[ $v = phase_timeout ]] && opt=timeout
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "--$opt must be a whole number, not '${!v}'"
-done
+whole_numbers reps seq_mib rand_file_mib rand_io_mib files dirs file_size phase_timeout
 ((reps >= 1 && seq_mib >= 1 && rand_file_mib >= 1 && files >= 1 && dirs >= 1 && phase_timeout >= 1)) ||
     die "--reps, --seq-mib, --rand-file-mib, --files, --dirs and --timeout must be at least 1"
 ((rand_io_mib >= 1 && rand_io_mib <= rand_file_mib)) ||
@@ -164,37 +156,23 @@ done
 [[ -z $guest_halt_poll || $guest_halt_poll =~ ^[0-9]+$ ]] ||
     die "--guest-halt-poll must be a whole number of nanoseconds, not '$guest_halt_poll'"
 
-IFS=, read -r -a only_list <<<"$only"
-((${#only_list[@]})) || die "--only needs at least one of seq, rand, meta, tree"
-for g in "${only_list[@]}"; do
-    [[ $g =~ ^(seq|rand|meta|tree)$ ]] || die "--only: unknown group '$g' (seq, rand, meta, tree)"
-done
+check_only seq rand meta tree
 
 arbor_kind=${ARBOR_STANDIN:-arbor}
 case "$arbor_kind" in
 arbor | btrfs | ext4) ;;
 *) die "ARBOR_STANDIN must be btrfs or ext4 (or unset for arbor itself), not '$arbor_kind'" ;;
 esac
-arbor_bin=${ARBOR_BIN:-$repo/target/release/arbor}
-fsmeta=$repo/target/release/fsmeta
-read -r -a arbor_mkfs_opts <<<"${ARBOR_MKFS_OPTS:-}"
-read -r -a arbor_mount_opts <<<"${ARBOR_MOUNT_OPTS:-}"
-btrfs_mount_opts=${BTRFS_MOUNT_OPTS:-}
 
 # --- preconditions ------------------------------------------------------------------------
-((BASH_VERSINFO[0] >= 5)) || die "needs bash >= 5 (for \$EPOCHREALTIME)"
-[[ $(id -u) -eq 0 ]] || die "must run as root (mount, loop devices, drop_caches)"
+check_bash_root
 missing=()
-for tool in mount umount mountpoint losetup findmnt truncate dd cmp cp sync awk df du find \
-    tar timeout realpath mkfs.btrfs fio cargo; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-[[ $arbor_kind = ext4 ]] && { command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(mkfs.ext4); }
+find_missing mount umount mountpoint losetup findmnt truncate dd cmp cp sync awk df du find \
+    tar timeout realpath mkfs.btrfs fio cargo
+[[ $arbor_kind = ext4 ]] && find_missing mkfs.ext4
 ((${#missing[@]} == 0)) ||
     die "missing tools: ${missing[*]} (Debian: apt-get install -y btrfs-progs fio util-linux e2fsprogs)"
 [[ -w /proc/sys/vm/drop_caches ]] || die "/proc/sys/vm/drop_caches is not writable"
-# A VM guest's halt polling (cpuidle-haltpoll): how long an idle vCPU polls before halting.
-haltpoll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 if [[ -n $guest_halt_poll ]]; then
     [[ -e $haltpoll ]] ||
         die "--guest-halt-poll: $haltpoll does not exist (not a VM guest with the haltpoll cpuidle driver?)"
@@ -202,13 +180,7 @@ if [[ -n $guest_halt_poll ]]; then
 fi
 grep -qw btrfs /proc/filesystems || log "btrfs is not in /proc/filesystems yet; mount will try to load it"
 
-[[ -d $base_dir ]] || die "--dir $base_dir is not a directory"
-base_fs=$(findmnt -fno FSTYPE -T "$base_dir")
-case "$base_fs" in
-tmpfs | ramfs) die "--dir $base_dir is on $base_fs: the images would live in RAM; pick a disk (e.g. --dir /var/tmp)" ;;
-esac
-[[ $(findmnt -fno FSTYPE -T /dev/shm 2>/dev/null) = tmpfs ]] ||
-    die "/dev/shm is not a tmpfs: it holds the source data, which must come from memory"
+check_base_dir
 
 tree_src=${tree_src:-${CARGO_HOME:-$HOME/.cargo}/registry/src}
 tree_is_repo=0
@@ -218,16 +190,11 @@ if [[ ! -d $tree_src ]] || [[ -z "$(ls -A "$tree_src" 2>/dev/null)" ]]; then
 fi
 
 src_mib=$((seq_mib > rand_file_mib ? seq_mib : rand_file_mib))
-# Peak use of each image: the larger data file plus the tree and the small files.
+# Peak use of each image: the larger data file plus the tree and the small files; of
+# /dev/shm: that file and the tree.
 tree_kib=$(du -sk --exclude="$repo/target" --exclude="$repo/.git" "$tree_src" | awk '{print $1}')
-need_disk_kib=$((2 * (src_mib * 1024 + tree_kib + files * 8 + 1024 * 1024)))
-avail_kib=$(df -Pk "$base_dir" | awk 'NR == 2 {print $4}')
-((avail_kib >= need_disk_kib)) ||
-    die "$base_dir has $((avail_kib >> 10)) MiB free, the run needs about $((need_disk_kib >> 10)) MiB"
-need_shm_kib=$((src_mib * 1024 + tree_kib + 65536))
-shm_kib=$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')
-((shm_kib >= need_shm_kib)) ||
-    die "/dev/shm has $((shm_kib >> 10)) MiB free, the source data needs about $((need_shm_kib >> 10)) MiB"
+check_space $((2 * (src_mib * 1024 + tree_kib + files * 8 + 1024 * 1024))) \
+    $((src_mib * 1024 + tree_kib + 65536))
 
 # --- build --------------------------------------------------------------------------------
 log "building target/release/fsmeta (and arbor, unless a stand-in plays it or ARBOR_BIN is set)"
@@ -240,17 +207,7 @@ if [[ $arbor_kind = arbor ]]; then
 fi
 
 # --- scratch space and cleanup ------------------------------------------------------------
-# Resolved now, while nothing is mounted there: /proc/self/mountinfo names real paths.
-work=$(realpath -e "$(mktemp -d "$base_dir/arbor-bench-fs.XXXXXX")")
-stage=$(mktemp -d /dev/shm/arbor-bench-fs.XXXXXX)
-roles=(arbor btrfs)
-declare -A kind=([arbor]=$arbor_kind [btrfs]=btrfs)
-declare -A img mnt
-for r in "${roles[@]}"; do
-    img[$r]=$work/$r.img
-    mnt[$r]=$work/$r.mnt
-done
-results=$work/results.tsv
+make_scratch
 # The arbor daemons' logs (logs/PHASE.REP.log), and what they counted: REP PHASE KIND COUNT.
 mkdir "$work/logs"
 requests=$work/requests.tsv
@@ -258,81 +215,8 @@ requests=$work/requests.tsv
 rtts=$work/rtt.tsv
 # The value of $haltpoll before --guest-halt-poll changed it; restored by the cleanup.
 halt_poll_saved=""
-
-# Processes (an arbor daemon) that have the file $1 open.
-holders() {
-    local target pid fd
-    target=$(realpath -e -- "$1" 2>/dev/null) || return 0
-    for pid in /proc/[0-9]*; do
-        for fd in "$pid"/fd/*; do
-            if [[ $(readlink "$fd" 2>/dev/null) = "$target" ]]; then
-                echo "${pid#/proc/}"
-                break
-            fi
-        done
-    done
-}
-
-# Waits up to $2 seconds until no process has the image $1 open.
-wait_released() {
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        [[ -z "$(holders "$1")" ]] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# Whether something is mounted at $1, from /proc/self/mountinfo: stat(2) of a FUSE mount
-# whose daemon hangs would hang too, and mountpoint(1) says no for a dead daemon's mount.
-is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
-
-# Runs a command that touches a filesystem under test, killing it if it takes longer than
-# --timeout seconds (a hung daemon must fail the run, not stall it).
-# --foreground keeps it in our process group, so that Ctrl-C reaches the command too.
-lim() { timeout --foreground -k 10 "$phase_timeout" "$@"; }
-
-# Unmounts role $1 whatever state it is in, and ends a daemon that still holds its image
-# (unmounted or not: a daemon that hangs in its final commit); used by the cleanup only.
-force_unmount() {
-    local m=${mnt[$1]} i=${img[$1]} pids
-    if is_mounted "$m"; then
-        log "cleanup: unmounting $m"
-        if [[ ${kind[$1]} = arbor ]]; then
-            timeout -k 5 60 "$arbor_bin" umount --timeout 60 "$m" 2>/dev/null
-        else
-            timeout -k 5 60 umount "$m"
-        fi
-    fi
-    if [[ -e $i ]] && ! wait_released "$i" 10; then
-        # Only our own daemons have our fresh image open.
-        pids=$(holders "$i" | tr '\n' ' ')
-        log "cleanup: processes $pids still hold $i; killing them"
-        # shellcheck disable=SC2086 # a list of pids
-        [[ -z $pids ]] || kill -KILL $pids
-        wait_released "$i" 30 || log "cleanup: $pids did not exit"
-    fi
-    if is_mounted "$m"; then
-        timeout -k 5 30 umount "$m" || umount -l "$m"
-    fi
-}
-
-cleanup() {
-    local rc=$? r loopdev
-    set +e
-    trap - EXIT INT TERM ERR
-    for r in "${roles[@]}"; do
-        force_unmount "$r"
-        for loopdev in $(losetup -j "${img[$r]}" -O NAME -n 2>/dev/null); do
-            losetup -d "$loopdev"
-        done
-    done
-    if awk -v w="$work/" 'index($5, w) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
-        log "cleanup: something is still mounted under $work; leaving it in place"
-    else
-        rm -rf "$work"
-    fi
-    rm -rf "$stage"
+# Run last by the cleanup (on exit, also after a failure or Ctrl-C): undoes --guest-halt-poll.
+on_cleanup() {
     if [[ -n $halt_poll_saved ]]; then
         if echo "$halt_poll_saved" >"$haltpoll"; then
             log "restored $haltpoll to $halt_poll_saved"
@@ -340,13 +224,8 @@ cleanup() {
             log "cleanup: could not restore $haltpoll to $halt_poll_saved"
         fi
     fi
-    exit "$rc"
 }
-trap cleanup EXIT
-on_err() { log "failed with exit code $1 at line $2, in: ${FUNCNAME[*]:1}; cleaning up"; }
-trap 'on_err $? $LINENO' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 if [[ -n $guest_halt_poll ]]; then
     halt_poll_saved=$(<"$haltpoll")
@@ -355,32 +234,9 @@ if [[ -n $guest_halt_poll ]]; then
 fi
 
 # --- filesystems under test ---------------------------------------------------------------
-# To benchmark another filesystem, add setup_/mount_/teardown_/sync_ functions for it.
+# btrfs, ext4 and arbor's setup come from the library; the arbor daemon's mounts here log
+# what it served, so mount_arbor, teardown_arbor and sync_arbor are this script's own.
 
-setup_btrfs() {
-    truncate -s "$image_size" "$1"
-    mkfs.btrfs -f -q "$1" >/dev/null
-    mount_btrfs "$@"
-}
-mount_btrfs() { lim mount -t btrfs -o "loop${btrfs_mount_opts:+,$btrfs_mount_opts}" "$1" "$2"; }
-teardown_btrfs() { lim umount "$2"; } # the loop device (autoclear) goes with the mount
-sync_btrfs() { lim sync -f "$1"; }
-
-setup_ext4() {
-    truncate -s "$image_size" "$1"
-    # Inode tables written now, not by a background thread during the measurements.
-    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1"
-    mount_ext4 "$@"
-}
-mount_ext4() { lim mount -t ext4 -o loop "$1" "$2"; }
-teardown_ext4() { lim umount "$2"; }
-sync_ext4() { lim sync -f "$1"; }
-
-setup_arbor() {
-    truncate -s "$image_size" "$1"
-    "$arbor_bin" mkfs "${arbor_mkfs_opts[@]}" "$1" >/dev/null
-    mount_arbor "$@"
-}
 # Set around a mount by mount_for (a timed phase) and measure_roundtrip: the daemon then
 # logs (-v) into $mount_log, and mount_extra_opts go after ARBOR_MOUNT_OPTS.
 mount_log="" mount_extra_opts=()
@@ -399,11 +255,7 @@ mount_arbor() {
     live_log=$mount_log live_tag="$rep"$'\t'"$phase"
 }
 teardown_arbor() {
-    # A FUSE umount returns before the daemon has committed and exited; wait for it, so
-    # that the next mount (or the cleanup) never finds the image still in use.
-    # (`arbor umount` itself waits for the daemon's final commit.)
-    lim "$arbor_bin" umount --timeout 300 "$2"
-    wait_released "$1" 60 || die "the arbor daemon still holds $1 after umount"
+    umount_arbor "$@"
     if [[ -n $live_log ]]; then
         count_requests "$live_log" "$live_tag"
         live_log=""
@@ -422,11 +274,9 @@ count_requests() {
     fi
     tr ',' '\n' <<<"$kinds" | awk -v tag="$2" 'NF == 2 { printf "%s\t%s\t%s\n", tag, $1, $2 }' >>"$requests"
 }
-# syncfs(2) on a FUSE mount only writes the kernel's dirty pages (writeback cache) to the
-# daemon; FUSE_SYNCFS never reaches it. `arbor sync` then fsyncs the root, which commits
-# the whole filesystem: together the same promise as btrfs's syncfs.
-# An error from syncfs is reported, counted in the results, and not fatal: arbor's commit
-# is `arbor sync`, which must succeed.
+# As the library's sync_arbor (syncfs, then `arbor sync`), but an error from syncfs is
+# reported, counted in the results, and not fatal: arbor's commit is `arbor sync`, which
+# must succeed.
 sync_arbor() {
     local err
     if ! err=$(lim sync -f "$1" 2>&1); then
@@ -436,33 +286,12 @@ sync_arbor() {
     lim "$arbor_bin" sync "$1"
 }
 
-# Dispatch on a role: fs ROLE ACTION.
-fs() {
-    local role=$1 action=$2 k=${kind[$1]}
-    case "$action" in
-    setup | mount | teardown) "${action}_$k" "${img[$role]}" "${mnt[$role]}" ;;
-    sync) "sync_$k" "${mnt[$role]}" ;;
-    esac
-}
-
-drop_caches() {
-    lim sync
-    echo 3 >/proc/sys/vm/drop_caches
-}
-
-# Unmounts and mounts ROLE again with every cache (its own, the host's of its image) empty.
-# Every timed phase starts with this, so that its cache state does not depend on what ran
-# before it (drop_caches is global: it also empties the other filesystem's caches).
-cold() {
-    fs "$1" teardown
-    drop_caches
-    mount_for "$1"
-}
-
 # The workload being run ($phase), set by the run loop.
 phase=""
-# Mounts ROLE for the timed phase $phase: arbor (itself, not a stand-in) with a log of its
-# own, whose request counts teardown_arbor records when the phase's mount goes.
+# Every timed phase starts with cold (unmount, drop every cache, mount_for), so that its
+# cache state does not depend on what ran before it. mount_for (the library's: a plain
+# mount) mounts ROLE for the timed phase $phase: arbor (itself, not a stand-in) with a log
+# of its own, whose request counts teardown_arbor records when the phase's mount goes.
 mount_for() {
     if [[ ${kind[$1]} = arbor ]]; then
         mount_log=$work/logs/$phase.$rep.log
@@ -474,7 +303,6 @@ mount_for() {
 }
 
 # --- timing and results -------------------------------------------------------------------
-elapsed=0
 # Runs the command, leaving its wall-clock time in seconds in $elapsed.
 timed() {
     local t0=$EPOCHREALTIME t1
@@ -482,9 +310,6 @@ timed() {
     t1=$EPOCHREALTIME
     elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')
 }
-
-# note TEXT: something observed during the run, listed (with a count) under the table.
-note() { echo "$*" >>"$work/notes"; }
 
 rep=0
 # record WORKLOAD ROLE AMOUNT UNIT: one measurement, AMOUNT units done in $elapsed s.
@@ -609,7 +434,7 @@ declare -A group_workloads=([seq]="seqwrite seqread" [rand]="randread randwrite"
     [meta]="create stat unlink" [tree]="cptree")
 groups=() workloads=()
 for g in seq rand meta tree; do
-    if [[ ,$only, = *,$g,* ]]; then
+    if want "$g"; then
         groups+=("${group_workloads[$g]}")
         read -r -a wls <<<"${group_workloads[$g]}"
         workloads+=("${wls[@]}")
@@ -625,12 +450,12 @@ measure_floor=0
 
 # --- staging ------------------------------------------------------------------------------
 log "images in $work ($base_fs), staging in $stage"
-if [[ ,$only, = *,seq,* || ,$only, = *,rand,* ]]; then
+if want seq || want rand; then
     log "staging ${src_mib} MiB of random data"
     head -c "$((src_mib << 20))" /dev/urandom >"$stage/random"
 fi
 tree_entries=0 tree_files=0 tree_bytes=0
-if [[ ,$only, = *,tree,* ]]; then
+if want tree; then
     log "staging the source tree from $tree_src"
     mkdir "$stage/tree"
     if [[ $tree_is_repo = 1 ]]; then
@@ -675,7 +500,6 @@ total_s=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - 
 log "measured in ${total_s} s"
 
 # --- report -------------------------------------------------------------------------------
-fmt_mib() { awk -v m="$1" 'BEGIN { if (m >= 1024 && m % 1024 == 0) printf "%d GiB", m / 1024; else printf "%d MiB", m }'; }
 fmt_size() { awk -v b="$1" 'BEGIN { if (b >= 1024 && b % 1024 == 0) printf "%d KiB", b / 1024; else printf "%d B", b }'; }
 declare -A desc=(
     [seqwrite]="sequential write, $(fmt_mib "$seq_mib") in 1 MiB blocks + fsync"
@@ -700,11 +524,7 @@ table() {
         create | stat | unlink) unit=files/s target=0.5 ;;
         cptree) unit=MiB/s target=0.5 ;;
         esac
-        awk -F'\t' -v wl="$wl" -v unit="$unit" -v target="$target" -v desc="${desc[$wl]}" '
-            function median(a, n,   i, j, t) {
-                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-                return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-            }
+        awk -F'\t' -v wl="$wl" -v unit="$unit" -v target="$target" -v desc="${desc[$wl]}" "$awk_lib"'
             function num(x) { return x >= 100 ? sprintf("%.0f", x) : x >= 10 ? sprintf("%.1f", x) : sprintf("%.2f", x) }
             $2 == wl { rate[$3, $1] = $5 / $4; time[$3, $1] = $4; reps[$1] = 1 }
             END {
@@ -717,10 +537,8 @@ table() {
                 ma = median(ra, na); mb = median(rb, nb)
                 mta = median(ta, na); mtb = median(tb, nb)
                 ratio = ma / mb
-                lo = hi = q[1]
-                for (i = 2; i <= nr; i++) { if (q[i] < lo) lo = q[i]; if (q[i] > hi) hi = q[i] }
-                range = nr == 1 ? sprintf("%.2f", lo) : sprintf("%.2f–%.2f", lo, hi)
-                speed = ratio >= 1 ? sprintf("arbor %.2f× faster", ratio) : sprintf("arbor %.2f× slower", 1 / ratio)
+                range = ratio_range(q, nr)
+                speed = speed_text(ratio)
                 if (target == "") { tcol = "—"; verdict = speed }
                 else {
                     tcol = "≥ " target
@@ -760,11 +578,7 @@ floor_table() {
     for wl in "${floor_workloads[@]}"; do
         n=$files label=$wl
         [[ $wl = cptree ]] && n=$tree_files label="cptree ($tree_files files)"
-        awk -F'\t' -v wl="$wl" -v n="$n" -v rtt="$rtt_us" -v label="$label" '
-            function median(a, n,   i, j, t) {
-                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-                return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-            }
+        awk -F'\t' -v wl="$wl" -v n="$n" -v rtt="$rtt_us" -v label="$label" "$awk_lib"'
             function num(x) { return x >= 100 ? sprintf("%.0f", x) : x >= 10 ? sprintf("%.1f", x) : sprintf("%.2f", x) }
             # Two decimals at most, without trailing zeros: 1, 0.5, 1.01.
             function dec(x,   s) { s = sprintf("%.2f", x); sub(/0+$/, "", s); sub(/\.$/, "", s); return s }
@@ -809,18 +623,10 @@ floor_table() {
 
 floor_md="" floor_text=""
 if [[ $measure_floor = 1 && -s $rtts && -s $requests ]]; then
-    rtt_us=$(awk -F'\t' '
-        { a[++n] = $2 }
-        END {
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-            printf "%.1f", n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }' "$rtts")
+    rtt_us=$(awk -F'\t' "$awk_lib"'{ a[++n] = $2 } END { printf "%.1f", median(a, n) }' "$rtts")
     # GETATTR requests per fstat call of the round-trip measurement (should be 1).
-    rtt_getattr=$(awk -F'\t' -v n="$rtt_calls" '$2 == "roundtrip" && $3 == "getattr" { g[++m] = $4 / n }
-        END {
-            for (i = 2; i <= m; i++) for (j = i; j > 1 && g[j-1] > g[j]; j--) { t = g[j]; g[j] = g[j-1]; g[j-1] = t }
-            printf "%.2f", m == 0 ? 0 : m % 2 ? g[(m + 1) / 2] : (g[m / 2] + g[m / 2 + 1]) / 2
-        }' "$requests")
+    rtt_getattr=$(awk -F'\t' -v n="$rtt_calls" "$awk_lib"'$2 == "roundtrip" && $3 == "getattr" { g[++m] = $4 / n }
+        END { printf "%.2f", m == 0 ? 0 : median(g, m) }' "$requests")
     if awk -v g="$rtt_getattr" 'BEGIN { exit !(g < 0.95) }'; then
         log "warning: the round-trip measurement saw $rtt_getattr GETATTR per fstat call, expected 1"
         note "the round-trip measurement saw only $rtt_getattr GETATTR requests per fstat call (expected 1): the kernel answered some from its cache, so the round trip shown is too low"
@@ -835,10 +641,7 @@ if [[ $measure_floor = 1 && -s $rtts && -s $requests ]]; then
     fi
 fi
 
-if [[ -s $work/notes ]]; then
-    echo
-    sort "$work/notes" | uniq -c | awk '{ n = $1; $1 = ""; printf "note:%s (%d time%s)\n", $0, n, n == 1 ? "" : "s" }'
-fi
+print_notes
 echo
 echo "Ratio = arbor speed / btrfs speed (medians of $reps run$([[ $reps = 1 ]] || echo s)); above 1 means arbor is faster."
 echo "$table_md"
@@ -853,21 +656,7 @@ fi
 [[ -n $markdown ]] || exit 0
 
 # --- BENCHMARKS.md ------------------------------------------------------------------------
-cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [[ $commit != unknown ]] && ! git diff --quiet HEAD -- crates ':!crates/arbor-bench' 2>/dev/null; then
-    commit="$commit with uncommitted changes"
-fi
-btrfs_opts=${btrfs_mount_opts:+,$btrfs_mount_opts}
-# This run's arguments, without where the results went.
-cmd="scripts/bench-fs.sh"
-for ((i = 0; i < ${#orig_args[@]}; i++)); do
-    case "${orig_args[i]}" in
-    --markdown) ((++i)) ;;
-    --no-markdown) ;;
-    *) cmd+=" $(printf '%q' "${orig_args[i]}")" ;;
-    esac
-done
+describe_run
 [[ $arbor_kind = arbor ]] || cmd="ARBOR_STANDIN=$arbor_kind $cmd"
 if [[ $arbor_kind = arbor ]]; then
     arbor_desc="arbor (git $commit): \`arbor mkfs${ARBOR_MKFS_OPTS:+ $ARBOR_MKFS_OPTS}\`, \`arbor mount${ARBOR_MOUNT_OPTS:+ $ARBOR_MOUNT_OPTS}\` (FUSE)"
@@ -876,7 +665,6 @@ else
 fi
 
 section=$(
-    echo "<!-- fs-bench:start -->"
     echo "## Filesystem: arbor (FUSE) vs btrfs"
     echo
     if [[ $arbor_kind != arbor ]]; then
@@ -884,21 +672,12 @@ section=$(
         echo
     fi
     echo "Measured $(date -u +%Y-%m-%d) on $cpu ($(nproc) CPUs), Linux $(uname -r)${halt_poll:+, guest halt polling: $halt_poll}, in ${total_s} s. Two sparse $image_size image files in one directory on $base_fs (same disk). btrfs: btrfs-progs $(mkfs.btrfs --version 2>&1 | grep -o 'v[0-9.]*' | head -1) \`mkfs.btrfs\` defaults, \`mount -o loop$btrfs_opts\` (in effect: \`$btrfs_seen_opts\`). $arbor_desc. $(fio --version). Median of $reps run$([[ $reps = 1 ]] || echo s), each on freshly made filesystems, the two taking turns at every group of workloads (write+read, random read+write, create+stat+unlink, tree copy; the first one alternating between runs)."
-    echo
-    echo "Reproduce (as root) from the repository root:"
-    echo
-    echo "    $cmd"
-    echo
+    reproduce_md
     echo "**Ratio = arbor speed / btrfs speed (throughput, IOPS or files per second, medians); above 1 means arbor is faster.** Raw numbers are rates with the median wall-clock time in brackets; the machine is shared and noisy, so only the ratios carry over (\`ARBOR_STANDIN=btrfs\` shows its noise floor: btrfs in both columns). Targets from the issue: sequential throughput ≥ 0.7× btrfs, metadata ≥ 0.5× btrfs."
     echo
     echo "$table_md"
     echo
-    if [[ -s $work/notes ]]; then
-        echo "Observed during the run:"
-        echo
-        sort "$work/notes" | uniq -c | awk '{ n = $1; $1 = ""; printf "-%s (%d time%s).\n", $0, n, n == 1 ? "" : "s" }'
-        echo
-    fi
+    notes_md
     echo "Method. Source data comes from /dev/shm (random bytes, so zeros cannot be special-cased; the tree is staged there too). Every timed phase starts cold, whatever ran before it: unmount (arbor: wait until the daemon has exited), \`sync\`, \`echo 3 > /proc/sys/vm/drop_caches\` (the host page cache also holds the image files), mount again — for FUSE the only way to empty the daemon's caches as well as the kernel's. Random I/O: fio \`psync\`, queue depth 1, 4 KiB blocks, every block at most once (fio's random map), the same seed for both; IOPS = I/Os / wall time, the write including its final fsync. Small files: \`target/release/fsmeta\` (crates/arbor-bench/src/bin/fsmeta.rs), one thread, paths \`d{k}/f{i}\`. \"syncfs\" = \`sync -f\` on the mountpoint (arbor: followed by \`arbor sync\`, a commit, since syncfs does not reach a FUSE daemon), inside the timing."
     if [[ -n $floor_md ]]; then
         echo
@@ -908,31 +687,6 @@ section=$(
         echo
         echo "$floor_md"
     fi
-    echo "<!-- fs-bench:end -->"
 )
 
-start_marker='<!-- fs-bench:start -->'
-end_marker='<!-- fs-bench:end -->'
-if [[ ! -e $markdown ]]; then
-    printf '# Benchmarks\n' >"$markdown"
-fi
-s_line=$(grep -nxF "$start_marker" "$markdown" | head -1 | cut -d: -f1 || true)
-e_line=$(grep -nxF "$end_marker" "$markdown" | head -1 | cut -d: -f1 || true)
-tmp_md="$markdown.tmp.$$"
-if [[ -n $s_line && -n $e_line && $s_line -lt $e_line ]]; then
-    {
-        head -n "$((s_line - 1))" "$markdown"
-        echo "$section"
-        tail -n "+$((e_line + 1))" "$markdown"
-    } >"$tmp_md"
-elif [[ -z $s_line && -z $e_line ]]; then
-    {
-        cat "$markdown"
-        echo
-        echo "$section"
-    } >"$tmp_md"
-else
-    die "$markdown has only one of the fs-bench markers, or them out of order; fix it by hand"
-fi
-mv "$tmp_md" "$markdown"
-log "wrote $markdown"
+write_section "$markdown" "$section"

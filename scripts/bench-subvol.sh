@@ -66,12 +66,11 @@ export LC_ALL=C
 caller_pwd=$PWD
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-
-die() {
-    echo "bench-subvol: error: $*" >&2
-    exit 2
-}
-log() { echo "bench-subvol: $*" >&2; }
+bench_name=bench-subvol bench_marker=subvol-bench
+# die, log, the option helpers, scratch space and cleanup, the filesystems under test,
+# cold remounts, the report and BENCHMARKS.md helpers, shared with scripts/bench-fs.sh.
+# shellcheck source=lib/bench-common.sh source-path=SCRIPTDIR
+source "$repo/scripts/lib/bench-common.sh"
 
 usage() {
     cat <<'EOF'
@@ -106,9 +105,6 @@ quick=0 reps="" base_dir=/var/tmp image_size=8G files="" reflink_mib="" markdown
 only=snapshot,delete,diff,reflink phase_timeout=900
 dirs=100 file_size=1024
 orig_args=("$@")
-need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
-# A path given on the command line, relative to where the script was started.
-from_caller() { if [[ $1 = /* ]]; then echo "$1"; else echo "$caller_pwd/$1"; fi; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --quick) quick=1 ;;
@@ -131,68 +127,36 @@ if [[ $quick = 1 ]]; then
 else
     : "${reps:=10}" "${files:=100000}" "${reflink_mib:=1024}"
 fi
-for v in reps files reflink_mib phase_timeout; do
-    opt=${v//_/-}
-    [[ $v = phase_timeout ]] && opt=timeout
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "--$opt must be a whole number, not '${!v}'"
-done
+whole_numbers reps files reflink_mib phase_timeout
 ((reps >= 1 && reflink_mib >= 1 && phase_timeout >= 1)) ||
     die "--reps, --reflink-mib and --timeout must be at least 1"
 # The changed files of the diff group must be distinct: 50 modified, 25 deleted.
 ((files >= 1000)) || die "--files must be at least 1000"
 
-IFS=, read -r -a only_list <<<"$only"
-((${#only_list[@]})) || die "--only needs at least one of snapshot, delete, diff, reflink"
-for g in "${only_list[@]}"; do
-    [[ $g =~ ^(snapshot|delete|diff|reflink)$ ]] ||
-        die "--only: unknown group '$g' (snapshot, delete, diff, reflink)"
-done
-want() { [[ ,$only, = *,$1,* ]]; }
-
-arbor_bin=${ARBOR_BIN:-$repo/target/release/arbor}
-fsmeta=$repo/target/release/fsmeta
-read -r -a arbor_mkfs_opts <<<"${ARBOR_MKFS_OPTS:-}"
-read -r -a arbor_mount_opts <<<"${ARBOR_MOUNT_OPTS:-}"
-btrfs_mount_opts=${BTRFS_MOUNT_OPTS:-}
+check_only snapshot delete diff reflink
 
 # --- preconditions ------------------------------------------------------------------------
-((BASH_VERSINFO[0] >= 5)) || die "needs bash >= 5 (for \$EPOCHREALTIME)"
-[[ $(id -u) -eq 0 ]] || die "must run as root (mount, loop devices, drop_caches)"
+check_bash_root
 missing=()
-for tool in mount umount losetup findmnt truncate dd cmp cp sync awk df stat numfmt \
-    timeout realpath mkfs.btrfs btrfs cargo; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-want diff && { command -v rsync >/dev/null 2>&1 || missing+=(rsync); }
+find_missing mount umount losetup findmnt truncate dd cmp cp sync awk df stat numfmt \
+    timeout realpath mkfs.btrfs btrfs cargo
+want diff && find_missing rsync
 ((${#missing[@]} == 0)) ||
     die "missing tools: ${missing[*]} (Debian: apt-get install -y btrfs-progs rsync util-linux coreutils)"
 [[ -w /proc/sys/vm/drop_caches ]] || die "/proc/sys/vm/drop_caches is not writable"
 [[ -c /dev/fuse ]] || die "/dev/fuse does not exist"
 grep -qw btrfs /proc/filesystems || log "btrfs is not in /proc/filesystems yet; mount will try to load it"
 
-[[ -d $base_dir ]] || die "--dir $base_dir is not a directory"
-base_fs=$(findmnt -fno FSTYPE -T "$base_dir")
-case "$base_fs" in
-tmpfs | ramfs) die "--dir $base_dir is on $base_fs: the images would live in RAM; pick a disk (e.g. --dir /var/tmp)" ;;
-esac
-[[ $(findmnt -fno FSTYPE -T /dev/shm 2>/dev/null) = tmpfs ]] ||
-    die "/dev/shm is not a tmpfs: it holds the source data, which must come from memory"
+check_base_dir
 
 image_bytes=$(numfmt --from=iec "${image_size%B}" 2>/dev/null) ||
     die "--image-size '$image_size' is not a size (e.g. 8G)"
 # Peak use of each image: the small files (~4 KiB each on disk with their metadata), the
-# file to reflink, and room for both filesystems' metadata.
+# file to reflink, and room for both filesystems' metadata; of /dev/shm: that file.
 need_img_kib=$((files * 8 + reflink_mib * 1024 + 1024 * 1024))
 ((image_bytes / 1024 >= need_img_kib)) ||
     die "--image-size $image_size is too small: the run needs about $((need_img_kib >> 10)) MiB per image"
-need_disk_kib=$((2 * need_img_kib))
-avail_kib=$(df -Pk "$base_dir" | awk 'NR == 2 {print $4}')
-((avail_kib >= need_disk_kib)) ||
-    die "$base_dir has $((avail_kib >> 10)) MiB free, the run needs about $((need_disk_kib >> 10)) MiB"
-need_shm_kib=$((reflink_mib * 1024 + 65536))
-shm_kib=$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')
-((shm_kib >= need_shm_kib)) ||
-    die "/dev/shm has $((shm_kib >> 10)) MiB free, the source data needs about $((need_shm_kib >> 10)) MiB"
+check_space $((2 * need_img_kib)) $((reflink_mib * 1024 + 65536))
 
 # --- build --------------------------------------------------------------------------------
 log "building target/release/fsmeta (and arbor, unless ARBOR_BIN is set)"
@@ -205,141 +169,14 @@ for sub in "subvolume snapshot" "subvolume sync" diff; do
 done
 
 # --- scratch space and cleanup ------------------------------------------------------------
-# Resolved now, while nothing is mounted there: /proc/self/mountinfo names real paths.
-work=$(realpath -e "$(mktemp -d "$base_dir/arbor-bench-subvol.XXXXXX")")
-stage=$(mktemp -d /dev/shm/arbor-bench-subvol.XXXXXX)
-roles=(arbor btrfs)
-declare -A img mnt
-for r in "${roles[@]}"; do
-    img[$r]=$work/$r.img
-    mnt[$r]=$work/$r.mnt
-done
+make_scratch
 # One line per measurement: REP<tab>KEY<tab>VALUE, KEY = WORKLOAD.ROLE, VALUE in seconds
 # (space: MiB).
-results=$work/results.tsv
 : >"$results"
-
-# Processes (an arbor daemon) that have the file $1 open.
-holders() {
-    local target pid fd
-    target=$(realpath -e -- "$1" 2>/dev/null) || return 0
-    for pid in /proc/[0-9]*; do
-        for fd in "$pid"/fd/*; do
-            if [[ $(readlink "$fd" 2>/dev/null) = "$target" ]]; then
-                echo "${pid#/proc/}"
-                break
-            fi
-        done
-    done
-}
-
-# Waits up to $2 seconds until no process has the image $1 open.
-wait_released() {
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        [[ -z "$(holders "$1")" ]] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# Whether something is mounted at $1, from /proc/self/mountinfo: stat(2) of a FUSE mount
-# whose daemon hangs would hang too, and mountpoint(1) says no for a dead daemon's mount.
-is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
-
-# Runs a command that touches a filesystem under test, killing it if it takes longer than
-# --timeout seconds (a hung daemon must fail the run, not stall it).
-# --foreground keeps it in our process group, so that Ctrl-C reaches the command too.
-lim() { timeout --foreground -k 10 "$phase_timeout" "$@"; }
-
-# Unmounts role $1 whatever state it is in, and ends a daemon that still holds its image
-# (unmounted or not: a daemon that hangs in its final commit); used by the cleanup only.
-force_unmount() {
-    local m=${mnt[$1]} i=${img[$1]} pids
-    if is_mounted "$m"; then
-        log "cleanup: unmounting $m"
-        if [[ $1 = arbor ]]; then
-            timeout -k 5 60 "$arbor_bin" umount --timeout 60 "$m" 2>/dev/null
-        else
-            timeout -k 5 60 umount "$m"
-        fi
-    fi
-    if [[ -e $i ]] && ! wait_released "$i" 10; then
-        # Only our own daemons have our fresh image open.
-        pids=$(holders "$i" | tr '\n' ' ')
-        log "cleanup: processes $pids still hold $i; killing them"
-        # shellcheck disable=SC2086 # a list of pids
-        [[ -z $pids ]] || kill -KILL $pids
-        wait_released "$i" 30 || log "cleanup: $pids did not exit"
-    fi
-    if is_mounted "$m"; then
-        timeout -k 5 30 umount "$m" || umount -l "$m"
-    fi
-}
-
-cleanup() {
-    local rc=$? r loopdev
-    set +e
-    trap - EXIT INT TERM ERR
-    for r in "${roles[@]}"; do
-        force_unmount "$r"
-        for loopdev in $(losetup -j "${img[$r]}" -O NAME -n 2>/dev/null); do
-            losetup -d "$loopdev"
-        done
-    done
-    if awk -v w="$work/" 'index($5, w) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
-        log "cleanup: something is still mounted under $work; leaving it in place"
-    else
-        rm -rf "$work"
-    fi
-    rm -rf "$stage"
-    exit "$rc"
-}
-trap cleanup EXIT
-on_err() { log "failed with exit code $1 at line $2, in: ${FUNCNAME[*]:1}; cleaning up"; }
-trap 'on_err $? $LINENO' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # --- filesystems under test ---------------------------------------------------------------
-setup_btrfs() {
-    truncate -s "$image_size" "$1"
-    mkfs.btrfs -f -q "$1" >/dev/null
-    mount_btrfs "$@"
-}
-mount_btrfs() { lim mount -t btrfs -o "loop${btrfs_mount_opts:+,$btrfs_mount_opts}" "$1" "$2"; }
-teardown_btrfs() { lim umount "$2"; } # the loop device (autoclear) goes with the mount
-sync_btrfs() { lim sync -f "$1"; }
-
-setup_arbor() {
-    truncate -s "$image_size" "$1"
-    "$arbor_bin" mkfs "${arbor_mkfs_opts[@]}" "$1" >/dev/null
-    mount_arbor "$@"
-}
-mount_arbor() {
-    lim "$arbor_bin" mount "${arbor_mount_opts[@]}" "$1" "$2"
-    is_mounted "$2" || die "arbor mount returned but $2 is not a mountpoint"
-}
-teardown_arbor() {
-    # `arbor umount` waits for the daemon's final commit; then wait until it has let go
-    # of the image, so that the next mount (or the cleanup) never finds it still in use.
-    lim "$arbor_bin" umount --timeout 300 "$2"
-    wait_released "$1" 60 || die "the arbor daemon still holds $1 after umount"
-}
-# syncfs(2) on a FUSE mount only writes the kernel's dirty pages (writeback cache) to the
-# daemon; `arbor sync` then fsyncs the root, which commits the whole filesystem.
-sync_arbor() {
-    lim sync -f "$1" || log "warning: syncfs on arbor failed"
-    lim "$arbor_bin" sync "$1"
-}
-
-# Dispatch on a role: fs ROLE ACTION.
-fs() {
-    case "$2" in
-    setup | mount | teardown) "${2}_$1" "${img[$1]}" "${mnt[$1]}" ;;
-    sync) "sync_$1" "${mnt[$1]}" ;;
-    esac
-}
+# All from the library (arbor and btrfs: setup_, mount_, teardown_, sync_; fs, cold).
 
 # The program whose `subvolume ...` commands ROLE answers to.
 subvol_cmd() {
@@ -348,18 +185,6 @@ subvol_cmd() {
     else
         echo btrfs
     fi
-}
-
-drop_caches() {
-    lim sync
-    echo 3 >/proc/sys/vm/drop_caches
-}
-
-# Unmounts and mounts ROLE again with every cache (its own, the host's of its image) empty.
-cold() {
-    fs "$1" teardown
-    drop_caches
-    fs "$1" mount
 }
 
 # Free bytes of the filesystem at $1 (statfs: available blocks × fundamental block size).
@@ -383,7 +208,6 @@ own_used() {
 mib_delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1048576 }'; }
 
 # --- timing and results -------------------------------------------------------------------
-elapsed=0
 timing_file=$work/timing
 # timed_sh SNIPPET [ARGS...]: runs SNIPPET (bash, pipefail, ARGS as $1...) under lim,
 # leaving the wall-clock time of SNIPPET alone, in seconds, in $elapsed: the clock is read
@@ -405,9 +229,6 @@ exit "$rc"' timed "$@"
 }
 # timed COMMAND [ARGS...]: the same for one command.
 timed() { timed_sh '"$@"' "$@"; }
-
-# note TEXT: something observed during the run, listed (with a count) under the table.
-note() { echo "$*" >>"$work/notes"; }
 
 # record KEY VALUE [REP]: one measurement of repetition REP (default $k).
 k=0
@@ -692,7 +513,6 @@ total_s=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - 
 log "measured in ${total_s} s"
 
 # --- report -------------------------------------------------------------------------------
-fmt_mib() { awk -v m="$1" 'BEGIN { if (m >= 1024 && m % 1024 == 0) printf "%d GiB", m / 1024; else printf "%d MiB", m }'; }
 # 100000 -> 100,000
 files_h=$(sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/' -e 'ta' <<<"$files")
 snap_target_ms=10
@@ -701,11 +521,7 @@ snap_target_ms=10
 # (times in seconds; the ratio is KEY_B / KEY_A, arbor speed / btrfs speed).
 row() {
     awk -F'\t' -v ka="$1" -v kb="$2" -v desc="$3" -v kind="${4:-}" -v target="$snap_target_ms" \
-        -v extra="${5:-}" '
-        function median(a, n,   i, j, t) {
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
+        -v extra="${5:-}" "$awk_lib"'
         function t(s) { return s >= 1 ? sprintf("%.2f s", s) : s >= 0.001 ? sprintf("%.2f ms", s * 1000) : sprintf("%.0f µs", s * 1e6) }
         $2 == ka { a[$1] = $3 } $2 == kb { b[$1] = $3 }
         END {
@@ -715,10 +531,8 @@ row() {
             if (!na || !nb) exit
             for (r in a) if (r in b) q[++nr] = b[r] / a[r]
             ma = median(va, na); mb = median(vb, nb); ratio = mb / ma
-            lo = hi = q[1]
-            for (i = 2; i <= nr; i++) { if (q[i] < lo) lo = q[i]; if (q[i] > hi) hi = q[i] }
-            range = nr == 1 ? sprintf("%.2f", lo) : sprintf("%.2f–%.2f", lo, hi)
-            speed = ratio >= 1 ? sprintf("arbor %.2f× faster", ratio) : sprintf("arbor %.2f× slower", 1 / ratio)
+            range = ratio_range(q, nr)
+            speed = speed_text(ratio)
             acell = t(ma); tcol = "—"; verdict = speed
             if (kind == "snap") {
                 acell = acell " (slowest " t(amax) ")"
@@ -779,11 +593,7 @@ fmt_free() { if [[ -n $1 ]]; then echo "$1 MiB"; else echo "n/a"; fi; }
 
 # The space the reflinked copies took: stated plainly, no ratio.
 space_row() {
-    awk -F'\t' -v mib="$reflink_mib" -v reps="$reps" '
-        function median(a, n,   i, j, t) {
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
+    awk -F'\t' -v mib="$reflink_mib" -v reps="$reps" "$awk_lib"'
         function say(role, m) { return m < 0.25 * mib ? role " shares the data" : role " **copied " sprintf("%.0f", m) " MiB**" }
         $2 == "space.arbor" { a[++na] = $3 } $2 == "space.btrfs" { b[++nb] = $3 }
         $2 == "spaceown.arbor" { oa[++noa] = $3 } $2 == "spaceown.btrfs" { ob[++nob] = $3 }
@@ -804,10 +614,7 @@ fi
 fill_text=$(awk -v a="${fill_s[arbor]:-}" -v b="${fill_s[btrfs]:-}" -v n="$files_h" \
     'BEGIN { if (a != "" && b != "") printf "Filling the subvolume (`fsmeta create`, %s files, untimed in the table): arbor %.1f s, btrfs %.1f s.", n, a, b }')
 
-if [[ -s $work/notes ]]; then
-    echo
-    sort "$work/notes" | uniq -c | awk '{ n = $1; $1 = ""; printf "note:%s (%d time%s)\n", $0, n, n == 1 ? "" : "s" }'
-fi
+print_notes
 echo
 echo "Ratio = arbor speed / btrfs speed (btrfs time / arbor time, medians); above 1 means arbor is faster."
 echo "$table_md"
@@ -819,75 +626,25 @@ echo
 [[ -n $markdown ]] || exit 0
 
 # --- BENCHMARKS.md ------------------------------------------------------------------------
-cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [[ $commit != unknown ]] && ! git diff --quiet HEAD -- crates ':!crates/arbor-bench' 2>/dev/null; then
-    commit="$commit with uncommitted changes"
-fi
-haltpoll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+describe_run
 halt_poll=""
 [[ -r $haltpoll ]] && halt_poll=", guest halt polling: $(<"$haltpoll") ns"
-btrfs_opts=${btrfs_mount_opts:+,$btrfs_mount_opts}
-# This run's arguments, without where the results went.
-cmd="scripts/bench-subvol.sh"
-for ((i = 0; i < ${#orig_args[@]}; i++)); do
-    case "${orig_args[i]}" in
-    --markdown) ((++i)) ;;
-    --no-markdown) ;;
-    *) cmd+=" $(printf '%q' "${orig_args[i]}")" ;;
-    esac
-done
 # (awk reads all of the output: head would leave the writer to die of SIGPIPE)
 tools_v="$(rsync --version | awk 'NR == 1 { print "rsync " $3 }'), $(cp --version | awk 'NR == 1 { print "coreutils " $NF }')"
 btrfs_progs_v=$(mkfs.btrfs --version 2>&1 | awk 'match($0, /v[0-9.]+/) && !v { v = substr($0, RSTART, RLENGTH) } END { print v }')
 
 section=$(
-    echo "<!-- subvol-bench:start -->"
     echo "## Subvolumes: arbor (FUSE) vs btrfs — snapshots, deletion, diff, reflinks"
     echo
     echo "Measured $(date -u +%Y-%m-%d) on $cpu ($(nproc) CPUs), Linux $(uname -r)$halt_poll, in ${total_s} s. Two sparse $image_size image files in one directory on $base_fs (same disk). btrfs: btrfs-progs $btrfs_progs_v \`mkfs.btrfs\` defaults, \`mount -o loop$btrfs_opts\` (in effect: \`$btrfs_seen_opts\`). arbor (git $commit): \`arbor mkfs${ARBOR_MKFS_OPTS:+ $ARBOR_MKFS_OPTS}\`, \`arbor mount${ARBOR_MOUNT_OPTS:+ $ARBOR_MOUNT_OPTS}\` (FUSE). $tools_v. Medians of $reps repetitions, the two filesystems taking turns at each (the first one alternating)."
-    echo
-    echo "Reproduce (as root) from the repository root:"
-    echo
-    echo "    $cmd"
-    echo
+    reproduce_md
     echo "**Ratio = arbor speed / btrfs speed (btrfs time / arbor time, medians); above 1 means arbor is faster.** Times are the wall clock of the whole command (fork, exec, the request, exit); the machine is shared and noisy, so only the ratios carry over. Target from the issue: an arbor read-only snapshot of the mounted 100,000-file subvolume in under 10 ms (the full CLI command)."
     echo
     echo "$table_md"
     echo
     [[ -z $stats_text ]] || { echo "$stats_text"; echo; }
-    if [[ -s $work/notes ]]; then
-        echo "Observed during the run:"
-        echo
-        sort "$work/notes" | uniq -c | awk '{ n = $1; $1 = ""; printf "-%s (%d time%s).\n", $0, n, n == 1 ? "" : "s" }'
-        echo
-    fi
+    notes_md
     echo "Method. Each filesystem gets a subvolume \`vol\` with $files_h files of 1 KiB in $dirs directories (\`target/release/fsmeta create\`, paths \`data/d{k}/f{i}\`), made durable before anything is timed. $fill_text Snapshots: before each, a line is appended to 10 files of \`vol\` (not synced: the snapshot command must hand them over itself; arbor's does a syncfs of the source), then \`arbor subvolume snapshot -r\` / \`btrfs subvolume snapshot -r\`, warm. Deletion: \`subvolume delete\` of each snapshot, one command per snapshot, then one \`subvolume sync\` of the mount, which returns when every deleted snapshot's space is free again (most of it is shared with \`vol\`, so little is freed; \"space back\" is statfs free space after that sync and a commit, minus before the first delete, and the same from each filesystem's own count of used bytes: \`arbor filesystem df\` used, \`btrfs filesystem df\` data + metadata + system used, one copy of DUP). \`arbor subvolume sync\` commits until nothing is left to free; \`btrfs subvolume sync\` only waits for the cleaner thread, which runs after the next transaction commit (every 30 s by default), so its time is mostly that wait, anywhere from 0 to 30 s, and btrfs-progs checks once a second (\`-s\`, whole seconds), so it returns either at once or after whole seconds; the next row repeats the measurement on as many new snapshots (made and deleted untimed) with btrfs told to commit first (\`btrfs filesystem sync\`: commit and wake the cleaner). Diff: two read-only snapshots S1, S2 of \`vol\` with 50 files appended to, 25 added and 25 deleted in between; every comparison runs from cold caches (unmount, \`sync\`, \`echo 3 > /proc/sys/vm/drop_caches\`, mount again — for FUSE the only way to empty the daemon's caches too); rsync compares size and mtime of every file of both trees (no \`--checksum\`), \`btrfs send --no-data\` walks only what differs between the two snapshots' trees, as \`arbor diff\` does; every output is checked for the 25 added, 25 deleted and 50 modified files. Reflinks: a $(fmt_mib "$reflink_mib") file of random bytes (from /dev/shm), written with fsync and committed; \`cp\` on arbor asks for FICLONE (which FUSE cannot pass on), then uses copy_file_range, which arbor shares block by block; space as for deletion (statfs does not show btrfs metadata that fits in chunks already allocated, hence the own count too); each copy is checked with \`cmp\` and removed, untimed. \"Sync\" = \`sync -f\` on the mountpoint (arbor: followed by \`arbor sync\`, a commit, since syncfs does not reach a FUSE daemon)."
-    echo "<!-- subvol-bench:end -->"
 )
 
-start_marker='<!-- subvol-bench:start -->'
-end_marker='<!-- subvol-bench:end -->'
-if [[ ! -e $markdown ]]; then
-    printf '# Benchmarks\n' >"$markdown"
-fi
-s_line=$(grep -nxF "$start_marker" "$markdown" | head -1 | cut -d: -f1 || true)
-e_line=$(grep -nxF "$end_marker" "$markdown" | head -1 | cut -d: -f1 || true)
-tmp_md="$markdown.tmp.$$"
-if [[ -n $s_line && -n $e_line && $s_line -lt $e_line ]]; then
-    {
-        head -n "$((s_line - 1))" "$markdown"
-        echo "$section"
-        tail -n "+$((e_line + 1))" "$markdown"
-    } >"$tmp_md"
-elif [[ -z $s_line && -z $e_line ]]; then
-    {
-        cat "$markdown"
-        echo
-        echo "$section"
-    } >"$tmp_md"
-else
-    die "$markdown has only one of the subvol-bench markers, or them out of order; fix it by hand"
-fi
-mv "$tmp_md" "$markdown"
-log "wrote $markdown"
+write_section "$markdown" "$section"
