@@ -3,13 +3,12 @@
 //! came, and which file ranges hold other data. It comes from the engine's tree
 //! comparison, which skips every subtree the two share.
 
-use crate::error::Result;
+use crate::error::{FsError, Result};
 use crate::fs::Fs;
 use crate::ino::Loc;
 use crate::items::{
     DirEntry, FileExtent, INFO_OBJECTID, Inode, ORPHAN_OBJECTID, ROOT_INO, key, ty,
 };
-use crate::error::FsError;
 use arbor_engine::Engine;
 use std::collections::{BTreeMap, BTreeSet};
 
