@@ -583,3 +583,43 @@ fn subvolume_commands_outside_a_mount_say_to_use_image() {
     assert!(err.contains("not on a mounted arbor filesystem"), "{err}");
     assert!(err.contains("--image"), "{err}");
 }
+
+#[test]
+fn send_and_receive_accept_quiet_offline_and_print_only_their_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (image_in(&dir, "a.img"), image_in(&dir, "b.img"));
+    let stream = dir.path().join("s.stream");
+    mkfs_small(&a);
+    mkfs_small(&b);
+    let (ia, ib, st) = (path_str(&a), path_str(&b), path_str(&stream));
+    arbor_expect(&["subvolume", "--image", ia, "create", "/v"], 0);
+    arbor_expect(
+        &["subvolume", "--image", ia, "snapshot", "-r", "/v", "/s"],
+        0,
+    );
+    // stderr is not a terminal here: with or without -q, no bar, only the summary.
+    for quiet in [&["-q"][..], &["--quiet"], &[]] {
+        let mut send = vec!["send", "--image", ia, "-f", st];
+        send.extend_from_slice(quiet);
+        send.push("/s");
+        let (out, err) = arbor_expect(&send, 0);
+        assert_eq!(out, "");
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(err.starts_with("At subvol /s: "), "{err:?}");
+    }
+    let (_, err) = arbor_expect(&["receive", "--image", ib, "-q", "-f", st, "/"], 0);
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.starts_with("received 1 subvolume(s), "), "{err:?}");
+    let (out, _) = arbor_expect(&["subvolume", "list", "--image", ib, "/"], 0);
+    assert_eq!(
+        out.lines()
+            .map(|l| l.split(" path ").nth(1).unwrap())
+            .collect::<Vec<_>>(),
+        ["s"],
+        "{out}"
+    );
+    let (out, err) = arbor_expect(&["receive", "--quiet", "--dump", "-f", st], 0);
+    assert!(out.starts_with("subvol"), "{out}");
+    assert_eq!(err, "");
+    arbor_expect(&["check", ib], 0);
+}

@@ -2,10 +2,13 @@
 //! in a directory of an arbor filesystem, natively: on a mount the daemon reads the
 //! stream from the descriptor the command passes it; with `--image` the command writes
 //! the image itself. `--dump` prints the stream's commands as `btrfs receive --dump`.
+//! On a terminal a progress bar shows on stderr (see [`crate::progress`]).
 
 use super::subvolume::{ImageArg, Target};
+use crate::progress;
 use anyhow::{Context, Result, bail};
 use arbor_ctl::{Request, Response};
+use std::io::{IsTerminal, Seek};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +24,9 @@ pub struct Args {
     /// Print the stream's commands (as btrfs receive --dump) instead of applying them.
     #[arg(long)]
     pub dump: bool,
+    /// Show no progress bar (one shows only when stderr is a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
     /// The directory to make the subvolumes in (not needed with --dump).
     #[arg(required_unless_present = "dump")]
     pub dest: Option<PathBuf>,
@@ -34,10 +40,25 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
         None => std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?),
     };
+    let total = remaining(&input);
+    let new_bar = || {
+        let what = match &args.file {
+            Some(f) => f.display().to_string(),
+            None => "stdin".to_string(),
+        };
+        progress::bar(total, what)
+    };
     if args.dump {
+        // The commands go to stdout: no bar when that is the same terminal.
+        let show = progress::wanted(args.quiet) && !std::io::stdout().is_terminal();
+        let bar = show.then(new_bar);
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let input = progress::Counting::new(input, bar.as_deref());
         arbor_send::dump_stream(std::io::BufReader::new(input), &mut out)?;
         std::io::Write::flush(&mut out)?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let Some(dest) = &args.dest else {
@@ -45,11 +66,34 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     };
     let t = Target::new(args.image.image.as_deref())?;
     let dest_ino = t.ino(dest)?;
+    let bar = progress::wanted(args.quiet).then(new_bar);
     let (subvolumes, commands) = match &t {
         Target::Mounted => {
             let socket = arbor_ctl::socket_for_path(dest)?;
             let req = Request::Receive { dest: dest_ino };
-            match arbor_ctl::call_with_file(&socket, &req, input.as_fd())? {
+            let response = match &bar {
+                None => arbor_ctl::call_with_file(&socket, &req, input.as_fd())?,
+                // The daemon reads a pipe; a thread copies the input into it.
+                Some(bar) => {
+                    let (response, pump) = progress::pipe_from(input, bar, |fd| {
+                        arbor_ctl::call_with_file(&socket, &req, fd)
+                    })?;
+                    let response = response?;
+                    // After a failure the copy may still wait on the input: it is not
+                    // waited for, but an input error it met explains the failure.
+                    let copied = match response {
+                        Response::Received { .. } => Some(pump.finish()),
+                        _ => pump.if_finished(),
+                    };
+                    if let Some(Err(e)) = copied
+                        && !progress::is_broken_pipe(&e)
+                    {
+                        return Err(e);
+                    }
+                    response
+                }
+            };
+            match response {
                 Response::Received {
                     subvolumes,
                     commands,
@@ -60,6 +104,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
         }
         Target::Image(fs) => {
+            let input = progress::Counting::new(input, bar.as_deref());
             let r = arbor_sendrecv::receive(
                 fs,
                 dest_ino,
@@ -70,6 +115,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             (s.subvolumes.len(), s.commands)
         }
     };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     eprintln!("received {subvolumes} subvolume(s), {commands} commands");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bytes left to read in `input` when it is a regular file (a total for the bar);
+/// none for a pipe or a terminal.
+fn remaining(mut input: &std::fs::File) -> Option<u64> {
+    let meta = input.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let at = input.stream_position().ok()?;
+    Some(meta.len().saturating_sub(at))
 }

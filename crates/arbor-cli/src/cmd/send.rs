@@ -1,13 +1,15 @@
 //! `arbor send`: a read-only snapshot as a btrfs send stream, to stdout or a file. On
 //! a mounted filesystem the daemon writes the stream straight into the descriptor the
-//! command passes it; with `--image` the command reads the image itself.
+//! command passes it; with `--image` the command reads the image itself. On a
+//! terminal a progress bar shows on stderr (see [`crate::progress`]).
 
 use super::subvolume::{ImageArg, Target};
+use crate::progress;
 use anyhow::{Context, Result, bail};
 use arbor_ctl::{Request, Response};
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `arbor send`.
@@ -30,6 +32,9 @@ pub struct Args {
     /// Send where data changed, not the data (as btrfs send --no-data).
     #[arg(long)]
     pub no_data: bool,
+    /// Show no progress bar (one shows only when stderr is a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
     /// The read-only snapshots to send, one stream after the other.
     #[arg(required = true)]
     pub snapshots: Vec<PathBuf>,
@@ -63,6 +68,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .or_else(|| snap.file_name().map(|n| n.to_os_string()))
             .with_context(|| format!("{}: no name", snap.display()))?;
         let name = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec();
+        let bar = progress::wanted(args.quiet).then(|| {
+            let total = expected_size(&t, snap, root, parent.is_some() || args.no_data);
+            progress::bar(total, snap.display().to_string())
+        });
         let (commands, data) = match &t {
             Target::Mounted => {
                 let socket = arbor_ctl::socket_for_path(snap)?;
@@ -73,7 +82,22 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     version: args.proto,
                     no_data: args.no_data,
                 };
-                match arbor_ctl::call_with_file(&socket, &req, out.as_fd())? {
+                let response = match &bar {
+                    None => arbor_ctl::call_with_file(&socket, &req, out.as_fd())?,
+                    // The daemon writes into a pipe; a thread copies it to `out`.
+                    Some(bar) => {
+                        let dup = out.try_clone().context("cannot duplicate the output")?;
+                        let (response, pump) = progress::pipe_to(dup, bar, |fd| {
+                            arbor_ctl::call_with_file(&socket, &req, fd)
+                        })?;
+                        let copied = pump.finish();
+                        let response = response?;
+                        // A failed copy is why the daemon failed (its pipe broke).
+                        copied?;
+                        response
+                    }
+                };
+                match response {
                     Response::Sent {
                         commands,
                         data_bytes,
@@ -86,7 +110,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 }
             }
             Target::Image(fs) => {
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, &out);
+                let mut w = std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    progress::Counting::new(&out, bar.as_deref()),
+                );
                 let opts = arbor_sendrecv::SendOptions {
                     version: args.proto,
                     no_data: args.no_data,
@@ -99,10 +126,33 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 (s.commands, s.data_bytes)
             }
         };
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
         eprintln!(
             "At subvol {}: {commands} commands, {data} bytes of data",
             snap.display()
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The size a progress bar for sending `snap` counts up to: a full send carries about
+/// the snapshot's data (its referenced bytes). An incremental send, or one without
+/// data, has no size known beforehand; nor has one whose size cannot be found.
+fn expected_size(t: &Target, snap: &Path, root: u64, unknown: bool) -> Option<u64> {
+    if unknown {
+        return None;
+    }
+    match t {
+        Target::Mounted => match t.call(snap, &Request::SubvolShow { ino: root }) {
+            Ok(Response::Subvol(v)) => Some(v.referenced_bytes),
+            _ => None,
+        },
+        Target::Image(fs) => fs
+            .subvol_of(root)
+            .and_then(|id| fs.subvol_info(id))
+            .ok()
+            .map(|i| i.referenced_bytes),
+    }
 }
