@@ -50,6 +50,9 @@ struct Target {
     /// The sender's UUID and transaction (stored at END).
     uuid: [u8; 16],
     ctransid: u64,
+    /// For an incremental stream: the declared parent's UUID (as the stream names it)
+    /// and its root here, the only other subvolume clones may read from.
+    parent: Option<([u8; 16], u64)>,
 }
 
 struct Receiver<'a> {
@@ -144,6 +147,7 @@ impl Receiver<'_> {
                     id: info.id,
                     uuid,
                     ctransid,
+                    parent: None,
                 });
             }
             Command::Snapshot {
@@ -189,6 +193,7 @@ impl Receiver<'_> {
                     id: info.id,
                     uuid,
                     ctransid,
+                    parent: Some((clone_uuid, parent.root)),
                 });
             }
             Command::Mkfile { path, .. } => self.make(&path, S_IFREG | 0o600, 0, None)?,
@@ -384,19 +389,21 @@ impl Receiver<'_> {
         Ok(())
     }
 
-    /// The root of the subvolume a clone reads from: the one being received, or one
-    /// received or made earlier, found by UUID.
+    /// The root of the subvolume a clone reads from: the one being received, or the
+    /// parent an incremental stream declared. Nothing else on this filesystem is
+    /// readable by a stream.
     fn clone_source(&self, uuid: [u8; 16]) -> Result<u64, String> {
         let t = self.target()?;
         if uuid == t.uuid {
             return Ok(t.root);
         }
-        let list = self.fs.subvol_list().map_err(|e| e.to_string())?;
-        list.iter()
-            .find(|s| s.item.received_uuid == uuid)
-            .or_else(|| list.iter().find(|s| s.item.uuid == uuid))
-            .map(|s| s.root)
-            .ok_or_else(|| "clone source subvolume not found".to_string())
+        match t.parent {
+            Some((p, root)) if p == uuid => Ok(root),
+            _ => Err(format!(
+                "clone source {} is neither this subvolume nor the declared parent",
+                hex(&uuid)
+            )),
+        }
     }
 }
 

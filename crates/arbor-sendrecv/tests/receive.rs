@@ -269,6 +269,39 @@ fn hostile_paths_are_refused_and_nothing_outside_the_new_subvolume_changes() {
             "{text}"
         );
     }
+    // A clone from another subvolume of the receiving filesystem is refused: a stream
+    // may read only itself and its declared parent.
+    let other = fs.subvol_create(ROOT_INO, b"private", who()).unwrap();
+    let secret = fs
+        .create(other.root, b"s", 0o100600, 0, who(), None)
+        .unwrap();
+    fs.write_file(secret.ino, 0, &[9u8; 8192], false).unwrap();
+    let err = receive(
+        &fs,
+        ROOT_INO,
+        &stream(&[
+            subvol("thief"),
+            Command::Mkfile {
+                path: b"f".to_vec(),
+                ino: 257,
+            },
+            Command::Clone {
+                path: b"f".to_vec(),
+                offset: 0,
+                len: 8192,
+                clone_uuid: other.item.uuid,
+                clone_ctransid: other.generation,
+                clone_path: b"s".to_vec(),
+                clone_offset: 0,
+            },
+        ])[..],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("neither this subvolume nor the declared parent"),
+        "{err}"
+    );
     assert_eq!(fs.read_file(outside.ino, 0, 100).unwrap(), b"keep");
     assert!(fs.fsck().unwrap().is_empty());
 }
