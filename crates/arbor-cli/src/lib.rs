@@ -4,6 +4,7 @@
 //! their causes and turns them into the command's failure status.
 
 pub mod cmd;
+pub mod mountinfo;
 pub mod progress;
 pub mod size;
 

@@ -2,18 +2,12 @@
 //! onto a copy of the parent, must give the new snapshot exactly (contents, holes,
 //! modes, owners, times, xattrs, hard links); and each hard case on its own.
 
-use arbor_engine::MkfsOptions;
-use arbor_engine::storage::MemStorage;
-use arbor_fs::{Caller, Fs, FsOptions, ROOT_INO, RenameFlags, SetAttr, SetTime, Time};
-use arbor_sendrecv::{SendOptions, receive, send_full, send_incremental};
-use proptest::prelude::*;
-use std::sync::Arc;
+mod common;
 
-fn fresh() -> Fs {
-    let dev = Arc::new(MemStorage::new(256 << 20));
-    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
-    Fs::open(dev, &FsOptions::default()).unwrap()
-}
+use arbor_fs::{Caller, Fs, ROOT_INO, RenameFlags, SetAttr, SetTime, Time};
+use arbor_sendrecv::{SendOptions, receive, send_full, send_incremental};
+use common::{describe, fresh};
+use proptest::prelude::*;
 
 fn root() -> Caller {
     Caller {
@@ -21,58 +15,6 @@ fn root() -> Caller {
         gid: 0,
         umask: 0o022,
     }
-}
-
-fn fnv(d: &[u8]) -> u32 {
-    d.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// Every path with what it is: kind and mode, owner, links, times, size, contents,
-/// hole layout (with `holes_too`), xattrs, symlink target.
-fn describe(fs: &Fs, top: u64, holes_too: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut todo = vec![(top, String::new())];
-    while let Some((dir, prefix)) = todo.pop() {
-        for e in fs.readdir(dir, 2, usize::MAX).unwrap() {
-            let path = format!("{prefix}{}", String::from_utf8_lossy(&e.name));
-            let i = fs.getattr(e.ino).unwrap();
-            let mut d = format!(
-                "{path} mode {:o} {}:{} nlink {} mtime {}.{} size {}",
-                i.mode, i.uid, i.gid, i.nlink, i.mtime.sec, i.mtime.nsec, i.size
-            );
-            if i.is_dir() {
-                todo.push((e.ino, format!("{path}/")));
-            } else if i.is_reg() || i.mode & 0o170000 == 0o120000 {
-                let data = fs.read_file(e.ino, 0, u32::MAX).unwrap();
-                d += &format!(" data {:x}", fnv(&data));
-                if i.is_reg() && holes_too {
-                    let mut holes = Vec::new();
-                    let mut at = 0;
-                    while at < i.size {
-                        let h = fs.seek(e.ino, at, false).unwrap();
-                        if h >= i.size {
-                            break;
-                        }
-                        let next = fs.seek(e.ino, h, true).unwrap_or(i.size);
-                        holes.push((h, next));
-                        at = next;
-                    }
-                    d += &format!(" holes {holes:?}");
-                }
-            }
-            let mut names = fs.listxattr(e.ino).unwrap();
-            names.sort();
-            for n in names {
-                let v = fs.getxattr(e.ino, &n).unwrap();
-                d += &format!(" {}={:x}", String::from_utf8_lossy(&n), fnv(&v));
-            }
-            out.push(d);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Sends `parent` in full and `snap` incrementally (both stream versions), receives

@@ -221,49 +221,9 @@ pub fn arbor_errno(e: &arbor_fs::FsError) -> i32 {
 /// The device number of the filesystem mounted on `mountpoint`, from
 /// /proc/self/mountinfo: stat(2) of the mount point would wait for this very daemon.
 fn mount_device(mountpoint: &Path) -> Result<u64> {
-    let want = std::fs::canonicalize(mountpoint)
-        .with_context(|| format!("cannot resolve {}", mountpoint.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
-        .context("cannot read /proc/self/mountinfo")?;
-    let mut found = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(devno), Some(point)) = (fields.get(2), fields.get(4)) else {
-            continue;
-        };
-        if Path::new(&unescape_mountinfo(point)) == want {
-            // The last match is the top of the mount stack.
-            found = Some(*devno);
-        }
-    }
-    let devno = found.with_context(|| format!("{} is not in mountinfo", want.display()))?;
-    let (major, minor) = devno
-        .split_once(':')
-        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-        .with_context(|| format!("bad device number {devno:?} in mountinfo"))?;
-    Ok(nix::sys::stat::makedev(major, minor))
-}
-
-/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let digit = |c: u8| u16::from(c - b'0');
-            let v = digit(b[i + 1]) * 64 + digit(b[i + 2]) * 8 + digit(b[i + 3]);
-            out.push(u8::try_from(v).unwrap_or(b'?'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::mountinfo::mount_at(mountpoint)?
+        .map(|m| m.dev)
+        .with_context(|| format!("{} is not in mountinfo", mountpoint.display()))
 }
 
 /// Starts `arbor mount -f` as a daemon and waits for it to say the mount is ready.

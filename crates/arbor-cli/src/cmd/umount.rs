@@ -16,45 +16,11 @@ pub struct Args {
     pub mountpoint: PathBuf,
 }
 
-/// The source (image path) of the arbor mount at `mnt`, from /proc/self/mountinfo.
+/// The source (image path) of the FUSE mount at `mnt`, from /proc/self/mountinfo.
 pub fn mount_source(mnt: &Path) -> Result<Option<PathBuf>> {
-    let mnt = std::fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(point), Some(fstype), Some(source)) =
-            (fields.get(4), fields.get(sep + 1), fields.get(sep + 2))
-        else {
-            continue;
-        };
-        if Path::new(&unescape(point)) == mnt && fstype.starts_with("fuse") {
-            return Ok(Some(PathBuf::from(unescape(source))));
-        }
-    }
-    Ok(None)
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(crate::mountinfo::mount_at(mnt)?
+        .filter(|m| m.fstype.starts_with("fuse"))
+        .map(|m| PathBuf::from(m.source)))
 }
 
 /// `arbor umount`.

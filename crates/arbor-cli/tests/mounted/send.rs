@@ -17,6 +17,24 @@ fn run(c: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A fresh btrfs in a loop-mounted image file beside the arbor image; returns its
+/// mount point (the caller unmounts it).
+fn loop_btrfs(m: &Mount) -> std::path::PathBuf {
+    let img = m.dir.path().join("b.img");
+    let bmnt = m.dir.path().join("btrfs");
+    std::fs::create_dir_all(&bmnt).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    run(Command::new("mkfs.btrfs").arg("-qf").arg(&img));
+    run(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&bmnt));
+    bmnt
+}
+
 /// What rsync sees differ between two trees (contents by checksum, modes, owners, times,
 /// hard links, ACLs and xattrs); empty when they are the same.
 fn rsync_differences(a: &std::path::Path, b: &std::path::Path) -> String {
@@ -78,18 +96,7 @@ fn btrfs_receive_applies_what_arbor_send_writes_from_a_mount() {
         run(Command::new("btrfs")
             .args(["receive", "--dump", "-f"])
             .arg(&stream));
-        let img = m.dir.path().join("b.img");
-        let bmnt = m.dir.path().join("btrfs");
-        std::fs::create_dir_all(&bmnt).unwrap();
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(512 << 20)
-            .unwrap();
-        run(Command::new("mkfs.btrfs").arg("-qf").arg(&img));
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&bmnt));
+        let bmnt = loop_btrfs(&m);
         let received = run(Command::new("btrfs")
             .args(["receive", "-f"])
             .arg(&stream)
@@ -119,18 +126,7 @@ fn btrfs_receive_applies_what_arbor_send_writes_from_a_mount() {
 #[test]
 fn arbor_receive_applies_a_fresh_kernel_stream_and_sends_it_on() {
     let m = Mount::new("256M", "");
-    let img = m.dir.path().join("b.img");
-    let bmnt = m.dir.path().join("btrfs");
-    std::fs::create_dir_all(&bmnt).unwrap();
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(512 << 20)
-        .unwrap();
-    run(Command::new("mkfs.btrfs").arg("-qf").arg(&img));
-    run(Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&img)
-        .arg(&bmnt));
+    let bmnt = loop_btrfs(&m);
     let b = |s: &str| bmnt.join(s).to_str().unwrap().to_string();
     run(Command::new("btrfs").args(["subvolume", "create", &b("src")]));
     let script = format!(
@@ -230,18 +226,7 @@ const AFTER: &str = "mv a/b b; mv a b/a; mv x t; mv y x; mv t y; rm gone; echo n
 #[test]
 fn incremental_streams_go_both_ways_between_arbor_and_btrfs() {
     let m = Mount::new("256M", "");
-    let img = m.dir.path().join("b.img");
-    let bmnt = m.dir.path().join("btrfs");
-    std::fs::create_dir_all(&bmnt).unwrap();
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(512 << 20)
-        .unwrap();
-    run(Command::new("mkfs.btrfs").arg("-qf").arg(&img));
-    run(Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&img)
-        .arg(&bmnt));
+    let bmnt = loop_btrfs(&m);
     let sh = |dir: &std::path::Path, script: &str| {
         run(Command::new("sh").args(["-c", &format!("set -e; cd {}; {script}", dir.display())]));
     };
