@@ -162,8 +162,10 @@ impl Engine {
     }
 
     /// The reference count of an extent: what the extent tree says plus pending changes.
+    /// A node made in this transaction has no extent item yet, except while a commit is
+    /// being written: then the transaction's items are already in the extent tree.
     pub(crate) fn refcount(&self, bytenr: u64) -> Result<u64> {
-        let base = if self.dirty.contains_key(&bytenr) {
+        let base = if self.dirty.contains_key(&bytenr) && !self.committing {
             0
         } else {
             self.extent_lookup(bytenr)?.map_or(0, |(_, item)| item.refs)

@@ -98,7 +98,7 @@ impl Engine {
             }
         }
         for (bytenr, n) in named {
-            let refs = self.current_refs(bytenr)?;
+            let refs = self.refcount(bytenr)?;
             if n > refs {
                 return Err(Error::CorruptItem {
                     tree: objectid::EXTENT_TREE,
@@ -119,7 +119,7 @@ impl Engine {
     /// True if the pointer being followed is the node's only reference. A node that a
     /// tree reaches has at least that reference: a count of 0 is corruption.
     fn only_reference(&self, tree: u64, at: &ChildRef) -> Result<bool> {
-        match self.current_refs(at.bytenr)? {
+        match self.refcount(at.bytenr)? {
             0 => Err(Error::CorruptNode {
                 block: at.bytenr,
                 tree,
@@ -127,23 +127,6 @@ impl Engine {
             }),
             refs => Ok(refs == 1),
         }
-    }
-
-    /// An extent's reference count, also while a commit is being written: between
-    /// [`Engine::commit_begin`] and [`Engine::commit_end`] every pending change is in the
-    /// extent tree, the nodes of the transaction included, which `Engine::refcount`
-    /// would count as 0 (it takes a dirty node to have no extent item yet).
-    fn current_refs(&self, bytenr: u64) -> Result<u64> {
-        if !self.committing {
-            return self.refcount(bytenr);
-        }
-        let base = self.extent_lookup(bytenr)?.map_or(0, |(_, item)| item.refs);
-        let delta = self.refs.get(&bytenr).map_or(0, |d| d.delta);
-        crate::nodes::apply_delta(base, delta).ok_or_else(|| Error::CorruptItem {
-            tree: objectid::EXTENT_TREE,
-            key: Key::new(bytenr, item_type::EXTENT_ITEM, 0).to_string(),
-            reason: format!("reference count {base} cannot change by {delta}"),
-        })
     }
 
     /// The allocated length of a data extent that has references: its extent item's,
