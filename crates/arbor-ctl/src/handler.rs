@@ -109,9 +109,12 @@ pub fn handle_receive(
         ));
     };
     let r = arbor_sendrecv::receive(fs, *dest, std::io::BufReader::with_capacity(1 << 20, input));
-    // Whatever was made, the kernel must see the new names.
-    if let Ok(list) = fs.subvol_list() {
-        for s in list.iter().filter(|s| s.parent.is_some()) {
+    // Whatever was made, the kernel must see the new names in `dest`.
+    if let (Ok(at), Ok(list)) = (Loc::of(*dest), fs.subvol_list()) {
+        for s in list
+            .iter()
+            .filter(|s| s.parent == Some(at.subvol) && s.dirid == at.ino)
+        {
             if let Some(name) = s.path.rsplit(|&b| b == b'/').next() {
                 cache.entry_changed(*dest, name);
             }
@@ -191,6 +194,15 @@ pub fn handle_send(
     }
 }
 
+/// A subvolume as the CLI shows it, with its exclusive bytes if `usage`.
+fn view(fs: &Fs, info: &arbor_fs::SubvolInfo, usage: bool) -> Result<SubvolView, FsError> {
+    let mut v = SubvolView::from(info);
+    if usage {
+        v.exclusive_bytes = Some(fs.subvol_exclusive_bytes(info.id)?);
+    }
+    Ok(v)
+}
+
 fn apply(
     fs: &Fs,
     req: &Request,
@@ -240,12 +252,15 @@ fn apply(
             cache.inode_changed(*parent);
             Ok(Response::Deleted { id })
         }
-        Request::SubvolList => Ok(Response::Subvols(
-            fs.subvol_list()?.iter().map(SubvolView::from).collect(),
+        Request::SubvolList { usage } => Ok(Response::Subvols(
+            fs.subvol_list()?
+                .iter()
+                .map(|i| view(fs, i, *usage))
+                .collect::<Result<_, _>>()?,
         )),
         Request::SubvolShow { ino } => {
             let id = Loc::of(*ino)?.subvol;
-            Ok(Response::Subvol(SubvolView::from(&fs.subvol_info(id)?)))
+            Ok(Response::Subvol(view(fs, &fs.subvol_info(id)?, true)?))
         }
         Request::SubvolSetReadOnly { ino, read_only } => {
             let at = Loc::of(*ino)?;

@@ -21,8 +21,9 @@ pub enum Request {
     },
     /// Delete the subvolume `name` in `parent`.
     SubvolDelete { parent: u64, name: Vec<u8> },
-    /// Every subvolume.
-    SubvolList,
+    /// Every subvolume; with `usage`, each one's exclusive bytes too (a walk of
+    /// what it holds alone).
+    SubvolList { usage: bool },
     /// The subvolume that holds inode `ino`.
     SubvolShow { ino: u64 },
     /// Set or clear a subvolume's read-only flag.
@@ -100,8 +101,9 @@ pub struct SubvolView {
     pub root_ino: u64,
     /// The file data its files hold.
     pub referenced_bytes: u64,
-    /// What only it holds (data and metadata): what deleting it would free.
-    pub exclusive_bytes: u64,
+    /// What only it holds (data and metadata): what deleting it would free; given
+    /// where it was asked for.
+    pub exclusive_bytes: Option<u64>,
 }
 
 impl From<&SubvolInfo> for SubvolView {
@@ -120,7 +122,7 @@ impl From<&SubvolInfo> for SubvolView {
             otime: (i.item.otime.sec, i.item.otime.nsec),
             root_ino: i.root,
             referenced_bytes: i.referenced_bytes,
-            exclusive_bytes: i.exclusive_bytes,
+            exclusive_bytes: None,
         }
     }
 }

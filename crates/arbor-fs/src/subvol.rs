@@ -34,9 +34,6 @@ pub struct SubvolInfo {
     /// The file data its files hold (the sum of their `st_blocks` bytes), kept
     /// current with every change.
     pub referenced_bytes: u64,
-    /// The data and metadata bytes only this subvolume holds: what deleting it
-    /// frees. Found by walking only those blocks (shared ones are skipped).
-    pub exclusive_bytes: u64,
 }
 
 /// Every `ROOT_ITEM`, by subvolume id.
@@ -107,8 +104,6 @@ fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
         Some(v) => FsInfo::decode(&v)?.data_bytes,
         None => 0,
     };
-    let usage = e.exclusive_usage(id)?;
-    let exclusive_bytes = usage.exclusive_node_bytes + usage.exclusive_data_bytes;
     let Some((parent, r)) = placement(e, id)? else {
         return Ok(SubvolInfo {
             id,
@@ -119,7 +114,6 @@ fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
             generation,
             root,
             referenced_bytes,
-            exclusive_bytes,
         });
     };
     let mut path = Vec::new();
@@ -149,7 +143,6 @@ fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
         generation,
         root,
         referenced_bytes,
-        exclusive_bytes,
     })
 }
 
@@ -167,6 +160,35 @@ impl Fs {
     /// One subvolume.
     pub fn subvol_info(&self, id: u64) -> Result<SubvolInfo> {
         self.with_engine(|e| info(e, id, get_item(e, id)?))
+    }
+
+    /// The data and metadata bytes only subvolume `id` holds: what deleting it frees.
+    /// Found by walking only those blocks (shared ones are skipped), so it is asked
+    /// for separately from [`Fs::subvol_info`].
+    pub fn subvol_exclusive_bytes(&self, id: u64) -> Result<u64> {
+        self.with_engine(|e| {
+            get_item(e, id)?;
+            let u = e.exclusive_usage(id)?;
+            Ok(u.exclusive_node_bytes + u.exclusive_data_bytes)
+        })
+    }
+
+    /// The subvolume with received UUID `uuid`, else the one with that UUID, from the
+    /// UUID index (what an incremental stream names as its parent).
+    pub fn subvol_by_uuid(&self, uuid: &[u8; 16]) -> Result<Option<u64>> {
+        self.with_engine(|e| {
+            for kind in [sty::UUID_RECEIVED, sty::UUID_SUBVOL] {
+                let k = uuid_key(uuid, kind);
+                if let Some(v) = e.get(SUBVOL_TREE, k)? {
+                    let first = v.get(..8).and_then(|b| b.try_into().ok());
+                    let id = first.map(u64::from_le_bytes).ok_or_else(|| {
+                        crate::error::corrupt(0, k, "UUID item not a list of ids")
+                    })?;
+                    return Ok(Some(id));
+                }
+            }
+            Ok(None)
+        })
     }
 
     /// The subvolume that holds inode `ino` (global).

@@ -161,17 +161,17 @@ impl Receiver<'_> {
                     return Err("a second subvolume in one stream before END".into());
                 }
                 let name = single_name(&path)?;
-                let list = self.fs.subvol_list().map_err(|e| e.to_string())?;
-                let parent = list
-                    .iter()
-                    .find(|s| s.item.received_uuid == clone_uuid)
-                    .or_else(|| list.iter().find(|s| s.item.uuid == clone_uuid))
+                let id = self
+                    .fs
+                    .subvol_by_uuid(&clone_uuid)
+                    .map_err(|e| e.to_string())?
                     .ok_or_else(|| {
                         format!(
                             "the parent subvolume (uuid {}) is not here: receive it first",
                             hex(&clone_uuid)
                         )
                     })?;
+                let parent = self.fs.subvol_info(id).map_err(|e| e.to_string())?;
                 let have = if parent.item.received_uuid == clone_uuid {
                     parent.item.stransid
                 } else {

@@ -227,7 +227,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
         }
         Sub::List { format, path } => {
-            let Response::Subvols(list) = t.call(path, &Request::SubvolList)? else {
+            let Response::Subvols(list) = t.call(path, &Request::SubvolList { usage: true })?
+            else {
                 bail!("unexpected response to a list request");
             };
             match format {
@@ -240,7 +241,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                             s.generation,
                             s.parent_id.unwrap_or(5),
                             human(s.referenced_bytes),
-                            human(s.exclusive_bytes),
+                            s.exclusive_bytes.map_or("-".into(), human),
                             s.path
                         );
                     }
@@ -252,7 +253,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             let Response::Subvol(s) = t.call(path, &Request::SubvolShow { ino })? else {
                 bail!("unexpected response to a show request");
             };
-            let Response::Subvols(all) = t.call(path, &Request::SubvolList)? else {
+            // The others, for the snapshots of this one (their usage is not needed).
+            let Response::Subvols(all) = t.call(path, &Request::SubvolList { usage: false })?
+            else {
                 bail!("unexpected response to a list request");
             };
             match format {
@@ -267,16 +270,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn time_text((sec, nsec): (i64, u32)) -> String {
-    let d = std::time::UNIX_EPOCH + std::time::Duration::new(sec.max(0).unsigned_abs(), nsec);
-    let secs = d
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    // UTC, formatted by hand: no date crate for one line.
-    let days = secs / 86_400;
+/// A time as btrfs-progs shows it, in UTC (times before 1970 show as 1970).
+fn time_text((sec, _nsec): (i64, u32)) -> String {
+    let secs = sec.max(0);
+    let (y, m, dd) = civil_from_days(secs / 86_400);
     let rem = secs % 86_400;
-    let (y, m, dd) = civil_from_days(days as i64);
     format!(
         "{y:04}-{m:02}-{dd:02} {:02}:{:02}:{:02} +0000",
         rem / 3600,
@@ -328,7 +326,7 @@ fn show_text(s: &SubvolView, all: &[SubvolView]) -> String {
         s.parent_id.unwrap_or(0),
         if s.read_only { "readonly" } else { "-" },
         human(s.referenced_bytes),
-        human(s.exclusive_bytes),
+        s.exclusive_bytes.map_or("-".into(), human),
     );
     for p in snapshots {
         out.push_str(&format!("\t\t\t\t{p}\n"));
