@@ -14,4 +14,6 @@ mod receive;
 pub use error::{ReceiveError, SendError};
 pub use full::{SendOptions, SendStats, send_full};
 pub use incremental::send_incremental;
-pub use receive::{ReceiveStats, receive};
+pub use receive::{
+    CloneFrom, Falloc, NewInode, ReceiveStats, StreamSubvol, Target, apply, receive,
+};

@@ -1,0 +1,97 @@
+//! What a stream does to the place it is received into, one call per command, after
+//! the dispatcher ([`super::apply`]) has checked the command: its paths hold no `..`,
+//! `.`, empty or absolute parts, it comes after a subvol or snapshot command, its
+//! mode and sizes are sane, and a clone reads only from the subvolume being received
+//! or the declared parent. A target resolves paths itself, never following a
+//! symlink on the way.
+
+use arbor_send::Timespec;
+
+/// The subvolume a stream makes, as its subvol or snapshot command names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSubvol {
+    /// Its name in the destination directory (one name).
+    pub name: Vec<u8>,
+    /// The sender's UUID and transaction: recorded as received at END.
+    pub uuid: [u8; 16],
+    pub ctransid: u64,
+    /// For an incremental stream: the parent's UUID (as the stream names it) and
+    /// transaction, which the receiver must already have.
+    pub parent: Option<([u8; 16], u64)>,
+}
+
+/// What a make command makes.
+#[derive(Clone, Copy, Debug)]
+pub enum NewInode<'a> {
+    File,
+    Dir,
+    Symlink(&'a [u8]),
+    /// A device, fifo or socket: full mode with its file type, and device number.
+    Special {
+        mode: u32,
+        rdev: u64,
+    },
+}
+
+/// Where a clone reads from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloneFrom {
+    /// The subvolume being received.
+    This,
+    /// The incremental stream's parent.
+    Parent,
+}
+
+/// A fallocate the stream asks for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Falloc {
+    pub keep_size: bool,
+    pub punch_hole: bool,
+    pub zero_range: bool,
+}
+
+/// The place a stream is received into. Errors are reasons, in words; the dispatcher
+/// adds the command's index and offset.
+pub trait Target {
+    /// Starts the subvolume `s` (a subvol or snapshot command).
+    fn begin(&mut self, s: &StreamSubvol) -> Result<(), String>;
+    fn make(&mut self, path: &[u8], what: NewInode<'_>) -> Result<(), String>;
+    fn rename(&mut self, from: &[u8], to: &[u8]) -> Result<(), String>;
+    /// Gives the inode at `existing` the further name `path`.
+    fn link(&mut self, path: &[u8], existing: &[u8]) -> Result<(), String>;
+    fn unlink(&mut self, path: &[u8]) -> Result<(), String>;
+    fn rmdir(&mut self, path: &[u8]) -> Result<(), String>;
+    fn set_xattr(&mut self, path: &[u8], name: &[u8], data: &[u8]) -> Result<(), String>;
+    fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), String>;
+    fn write(&mut self, path: &[u8], offset: u64, data: &[u8]) -> Result<(), String>;
+    /// Copies `len` bytes at `src_offset` of `src` (in `from`) to `offset` of `path`,
+    /// sharing the data where the target can.
+    #[allow(clippy::too_many_arguments)]
+    fn clone_range(
+        &mut self,
+        path: &[u8],
+        offset: u64,
+        len: u64,
+        from: CloneFrom,
+        src: &[u8],
+        src_offset: u64,
+    ) -> Result<(), String>;
+    fn truncate(&mut self, path: &[u8], size: u64) -> Result<(), String>;
+    /// Permission bits only (07777).
+    fn chmod(&mut self, path: &[u8], mode: u32) -> Result<(), String>;
+    fn chown(&mut self, path: &[u8], uid: u32, gid: u32) -> Result<(), String>;
+    fn utimes(
+        &mut self,
+        path: &[u8],
+        atime: Timespec,
+        mtime: Timespec,
+        ctime: Timespec,
+        otime: Option<Timespec>,
+    ) -> Result<(), String>;
+    fn fallocate(&mut self, path: &[u8], mode: Falloc, offset: u64, len: u64)
+    -> Result<(), String>;
+    /// The stream's END for the current subvolume: record it as received and make it
+    /// read-only, where the target can. Returns an identifier of what was made (arbor:
+    /// the subvolume root's inode number).
+    fn finish(&mut self) -> Result<u64, String>;
+}
