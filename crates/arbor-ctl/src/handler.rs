@@ -148,6 +148,7 @@ pub fn handle_send(
         name,
         version,
         no_data,
+        clone_sources,
     } = req
     else {
         return handle(fs, req, peer, errno, &NoKernelCache);
@@ -167,6 +168,7 @@ pub fn handle_send(
     let opts = arbor_sendrecv::SendOptions {
         version: *version,
         no_data: *no_data,
+        clone_sources: clone_sources.clone(),
     };
     let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
     let sent = match parent {

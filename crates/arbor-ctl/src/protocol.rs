@@ -43,6 +43,9 @@ pub enum Request {
         name: Vec<u8>,
         version: u32,
         no_data: bool,
+        /// Roots of read-only snapshots the receiver has, to clone from.
+        #[serde(default)]
+        clone_sources: Vec<u64>,
     },
     /// Receive the stream read from the file descriptor passed with the request into
     /// directory `dest`.

@@ -6,21 +6,26 @@
 //! the data, as the kernel sends them), owner, mode and times; directories get their
 //! times last, deepest first, once nothing more is made inside them.
 
+use crate::clones::{Clones, Source};
 use crate::error::SendError;
 use arbor_fs::ino::Loc;
-use arbor_fs::{Fs, Inode, ROOT_INO, Time};
+use arbor_fs::{Fs, Inode, ROOT_INO, SubvolInfo, Time};
 use arbor_send::wire::{WRITE_CHUNK_V1, WRITE_CHUNK_V2};
 use arbor_send::{Command, StreamWriter, Timespec};
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
+use std::rc::Rc;
 
 /// How to send.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SendOptions {
     /// Stream version: 1, or 2 (larger writes, creation times).
     pub version: u32,
     /// Send `update_extent` instead of the data (`btrfs send --no-data`).
     pub no_data: bool,
+    /// Read-only snapshots (global root inode numbers) the receiver has, whose data
+    /// the stream may clone instead of sending (`btrfs send -c`).
+    pub clone_sources: Vec<u64>,
 }
 
 impl Default for SendOptions {
@@ -28,6 +33,7 @@ impl Default for SendOptions {
         Self {
             version: 1,
             no_data: false,
+            clone_sources: Vec::new(),
         }
     }
 }
@@ -38,6 +44,8 @@ pub struct SendStats {
     pub commands: u64,
     pub inodes: u64,
     pub data_bytes: u64,
+    /// Bytes sent as clones instead of data.
+    pub cloned_bytes: u64,
 }
 
 pub(crate) struct Sender<'a, W: Write> {
@@ -45,6 +53,7 @@ pub(crate) struct Sender<'a, W: Write> {
     pub(crate) out: StreamWriter<W>,
     pub(crate) opts: SendOptions,
     pub(crate) stats: SendStats,
+    pub(crate) clones: Clones,
 }
 
 pub(crate) fn ts(t: Time) -> Timespec {
@@ -71,6 +80,13 @@ const S_IFIFO: u32 = 0o010000;
 const S_IFSOCK: u32 = 0o140000;
 
 impl<W: Write> Sender<'_, W> {
+    /// The END command, and what was sent.
+    pub(crate) fn finish(mut self) -> Result<SendStats, SendError> {
+        self.emit(Command::End)?;
+        self.stats.cloned_bytes = self.clones.cloned_bytes;
+        Ok(self.stats)
+    }
+
     pub(crate) fn emit(&mut self, cmd: Command) -> Result<(), SendError> {
         self.out.write_command(&cmd)?;
         self.stats.commands += 1;
@@ -183,11 +199,6 @@ impl<W: Write> Sender<'_, W> {
         to: u64,
         clear_holes: bool,
     ) -> Result<u64, SendError> {
-        let chunk = if self.opts.version >= 2 {
-            WRITE_CHUNK_V2
-        } else {
-            WRITE_CHUNK_V1
-        } as u64;
         let to = to.min(inode.size);
         let mut pos = from;
         let mut end_written = from;
@@ -216,33 +227,90 @@ impl<W: Write> Sender<'_, W> {
                 .seek(inode.ino, start, false)
                 .map_err(SendError::fs(path))?
                 .min(to);
-            let mut at = start;
-            while at < stop {
-                let n = (stop - at).min(chunk);
-                if self.opts.no_data {
-                    self.emit(Command::UpdateExtent {
-                        path: path.to_vec(),
-                        offset: at,
-                        len: n,
-                    })?;
-                } else {
-                    let data = self
-                        .fs
-                        .read_file(inode.ino, at, n as u32)
-                        .map_err(SendError::fs(path))?;
-                    self.stats.data_bytes += data.len() as u64;
-                    self.emit(Command::Write {
-                        path: path.to_vec(),
-                        offset: at,
-                        data,
-                    })?;
-                }
-                at += n;
-            }
+            self.segment(path, inode, start, stop)?;
             end_written = stop;
             pos = stop;
         }
         Ok(end_written)
+    }
+
+    /// Sends `[start, stop)` of a file, all data: a clone where the receiver already
+    /// has the bytes (see [`crate::clones`]), writes for the rest.
+    fn segment(
+        &mut self,
+        path: &[u8],
+        inode: &Inode,
+        start: u64,
+        stop: u64,
+    ) -> Result<(), SendError> {
+        if self.opts.no_data {
+            return self.write(path, inode, start, stop);
+        }
+        let pieces = self
+            .fs
+            .data_pieces(inode.ino, start, stop)
+            .map_err(SendError::fs(path))?;
+        let shared_path: Rc<[u8]> = Rc::from(path);
+        let mut at = start;
+        for p in &pieces {
+            let (a, b) = (p.file_offset.max(start), (p.file_offset + p.len).min(stop));
+            let mut pos = a.max(at);
+            while pos < b {
+                let Some(found) = self.clones.find(self.fs, p, pos, b.min(inode.size))? else {
+                    break;
+                };
+                self.write(path, inode, at, found.dst)?;
+                self.emit(Command::Clone {
+                    path: path.to_vec(),
+                    offset: found.dst,
+                    len: found.len,
+                    clone_uuid: found.src.uuid,
+                    clone_ctransid: found.src.ctransid,
+                    clone_path: found.src.path,
+                    clone_offset: found.src.offset,
+                })?;
+                self.clones.cloned_bytes += found.len;
+                at = found.dst + found.len;
+                pos = at;
+            }
+            self.write(path, inode, at, b)?;
+            at = at.max(b);
+            self.clones.sent(&shared_path, inode.size, p, a, b);
+        }
+        self.write(path, inode, at, stop)
+    }
+
+    /// Writes `[from, to)` of a file (`update_extent`s with `no_data`).
+    fn write(&mut self, path: &[u8], inode: &Inode, from: u64, to: u64) -> Result<(), SendError> {
+        let chunk = if self.opts.version >= 2 {
+            WRITE_CHUNK_V2
+        } else {
+            WRITE_CHUNK_V1
+        } as u64;
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(chunk);
+            if self.opts.no_data {
+                self.emit(Command::UpdateExtent {
+                    path: path.to_vec(),
+                    offset: at,
+                    len: n,
+                })?;
+            } else {
+                let data = self
+                    .fs
+                    .read_file(inode.ino, at, n as u32)
+                    .map_err(SendError::fs(path))?;
+                self.stats.data_bytes += data.len() as u64;
+                self.emit(Command::Write {
+                    path: path.to_vec(),
+                    offset: at,
+                    data,
+                })?;
+            }
+            at += n;
+        }
+        Ok(())
     }
 
     /// Makes `[from, to)` a hole on the receiver.
@@ -287,28 +355,14 @@ pub fn send_full<W: Write>(
     opts: SendOptions,
 ) -> Result<SendStats, SendError> {
     let at = Loc::of(root).map_err(SendError::fs(b""))?;
-    if at.ino != ROOT_INO {
-        return Err(SendError::Refused(format!(
-            "inode {root} is not the root of a subvolume"
-        )));
-    }
-    let info = fs.subvol_info(at.subvol).map_err(SendError::fs(b""))?;
-    if !info.item.read_only() {
-        return Err(SendError::Refused(format!(
-            "subvolume {} is not read-only; send a read-only snapshot of it",
-            String::from_utf8_lossy(&info.path)
-        )));
-    }
-    let uuid = if info.item.received_uuid != [0; 16] {
-        info.item.received_uuid
-    } else {
-        info.item.uuid
-    };
+    let (info, uuid) = snapshot(fs, root)?;
+    let sources = sources(fs, &opts.clone_sources)?;
     let mut s = Sender {
         fs,
         out: StreamWriter::new(out, opts.version)?,
         opts,
         stats: SendStats::default(),
+        clones: Clones::new(uuid, info.generation, sources),
     };
     s.emit(Command::Subvol {
         path: name.to_vec(),
@@ -359,6 +413,41 @@ pub fn send_full<W: Write>(
     for (path, inode) in dirs.iter().rev() {
         s.times(path, inode)?;
     }
-    s.emit(Command::End)?;
-    Ok(s.stats)
+    s.finish()
+}
+
+/// A read-only snapshot to send, and the UUID a stream names it by: the one it was
+/// received as, if it was received (so that the receiver of a chain of sends finds
+/// it), else its own.
+pub(crate) fn snapshot(fs: &Fs, root: u64) -> Result<(SubvolInfo, [u8; 16]), SendError> {
+    let at = Loc::of(root).map_err(SendError::fs(b""))?;
+    if at.ino != ROOT_INO {
+        return Err(SendError::Refused(format!(
+            "inode {root} is not the root of a subvolume"
+        )));
+    }
+    let info = fs.subvol_info(at.subvol).map_err(SendError::fs(b""))?;
+    if !info.item.read_only() {
+        return Err(SendError::Refused(format!(
+            "subvolume {} is not read-only; send a read-only snapshot of it",
+            String::from_utf8_lossy(&info.path)
+        )));
+    }
+    let uuid = if info.item.received_uuid != [0; 16] {
+        info.item.received_uuid
+    } else {
+        info.item.uuid
+    };
+    Ok((info, uuid))
+}
+
+/// The clone sources, each a read-only snapshot.
+pub(crate) fn sources(fs: &Fs, roots: &[u64]) -> Result<Vec<Source>, SendError> {
+    roots
+        .iter()
+        .map(|&root| {
+            let (info, uuid) = snapshot(fs, root)?;
+            Ok(Source::new(root, uuid, info.generation))
+        })
+        .collect()
 }

@@ -16,8 +16,9 @@
 //! ever moves a directory into its own subtree: swapped names, a directory moved into
 //! what was its own descendant, and a file that became a directory all come out right.
 
+use crate::clones::{Clones, Source};
 use crate::error::SendError;
-use crate::full::{SendOptions, SendStats, Sender, join};
+use crate::full::{SendOptions, SendStats, Sender, join, snapshot};
 use arbor_fs::ino::Loc;
 use arbor_fs::{Changes, Fs, Inode, ROOT_INO};
 use arbor_send::{Command, StreamWriter};
@@ -102,37 +103,25 @@ pub fn send_incremental<W: Write>(
         Loc::of(parent).map_err(SendError::fs(b""))?,
         Loc::of(root).map_err(SendError::fs(b""))?,
     );
-    let pinfo = fs.subvol_info(pat.subvol).map_err(SendError::fs(b""))?;
-    let info = fs.subvol_info(at.subvol).map_err(SendError::fs(b""))?;
-    for i in [&pinfo, &info] {
-        if !i.item.read_only() {
-            return Err(SendError::Refused(format!(
-                "subvolume {} is not read-only",
-                String::from_utf8_lossy(&i.path)
-            )));
-        }
-    }
+    let (pinfo, parent_uuid) = snapshot(fs, parent)?;
+    let (info, uuid) = snapshot(fs, root)?;
+    let mut sources = vec![Source::new(parent, parent_uuid, pinfo.generation)];
+    sources.extend(crate::full::sources(fs, &opts.clone_sources)?);
     let changes: Changes = fs
         .changes_between(parent, root)
         .map_err(SendError::fs(b""))?;
-    let pick = |i: &arbor_fs::SubvolInfo| {
-        if i.item.received_uuid != [0; 16] {
-            i.item.received_uuid
-        } else {
-            i.item.uuid
-        }
-    };
     let mut s = Sender {
         fs,
         out: StreamWriter::new(out, opts.version)?,
         opts,
         stats: SendStats::default(),
+        clones: Clones::new(uuid, info.generation, sources),
     };
     s.emit(Command::Snapshot {
         path: name.to_vec(),
-        uuid: pick(&info),
+        uuid,
         ctransid: info.generation,
-        clone_uuid: pick(&pinfo),
+        clone_uuid: parent_uuid,
         clone_ctransid: pinfo.generation,
     })?;
     let mut places = Places {
@@ -300,8 +289,7 @@ pub fn send_incremental<W: Write>(
     for (_, path, inode) in dirs {
         s.times(&path, &inode)?;
     }
-    s.emit(Command::End)?;
-    Ok(s.stats)
+    s.finish()
 }
 
 /// Makes the receiver's xattrs of a file what the new snapshot has.

@@ -4,8 +4,11 @@
 //! the command line.
 //!
 //! * `full.rs`: a full send, every inode of one snapshot.
-//! * `receive.rs`: applying a stream to arbor natively, safely.
+//! * `incremental.rs`: what turns a parent snapshot into a newer one.
+//! * `clones.rs`: data the receiver already has, sent as clones.
+//! * `receive/`: applying a stream, checked command by command, to a target.
 
+mod clones;
 mod error;
 mod full;
 mod incremental;

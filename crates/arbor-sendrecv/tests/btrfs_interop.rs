@@ -6,7 +6,7 @@
 use arbor_engine::MkfsOptions;
 use arbor_engine::storage::MemStorage;
 use arbor_fs::{Caller, Fs, FsOptions, ROOT_INO, SetAttr, SetTime, Time};
-use arbor_sendrecv::{SendOptions, send_full};
+use arbor_sendrecv::{SendOptions, send_full, send_incremental};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -277,7 +277,7 @@ fn btrfs_receive_recreates_a_full_arbor_send() {
             &mut stream,
             SendOptions {
                 version,
-                no_data: false,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -318,6 +318,89 @@ fn btrfs_receive_recreates_a_full_arbor_send() {
     }
 }
 
+/// Bytes of `path` (a file or a tree) that nothing else on the btrfs shares.
+fn btrfs_exclusive(path: &Path) -> u64 {
+    let out = run(Command::new("btrfs")
+        .args(["filesystem", "du", "-s", "--raw"])
+        .arg(path));
+    out.lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("btrfs filesystem du: {out}"))
+}
+
+#[test]
+fn btrfs_receive_applies_clones_from_the_stream_the_parent_and_c_sources() {
+    if !root_with_btrfs() {
+        return;
+    }
+    let dev = Arc::new(MemStorage::new(256 << 20));
+    Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Fs::open(dev, &FsOptions::default()).unwrap();
+    let mkfile = |dir: u64, name: &str, data: &[u8]| {
+        let ino = fs
+            .create(dir, name.as_bytes(), 0o100644, 0, who(), None)
+            .unwrap()
+            .ino;
+        fs.write_file(ino, 0, data, false).unwrap();
+        ino
+    };
+    let vol = fs.subvol_create(ROOT_INO, b"vol", who()).unwrap().root;
+    let data = pattern((1 << 20) + 100, 7);
+    let a = mkfile(vol, "a", &data);
+    let b = mkfile(vol, "b", b"");
+    fs.copy_range(a, 0, b, 0, data.len() as u64).unwrap();
+    let s1 = fs.subvol_snapshot(vol, ROOT_INO, b"s1", true).unwrap().root;
+    let c = mkfile(vol, "c", &pattern(50_000, 8));
+    fs.copy_range(a, 262_144, c, 8192, 524_288).unwrap();
+    let s2 = fs.subvol_snapshot(vol, ROOT_INO, b"s2", true).unwrap().root;
+    let yv = fs.subvol_create(ROOT_INO, b"yv", who()).unwrap().root;
+    let y_copy = mkfile(yv, "copy", b"");
+    let s1_a = fs.lookup(s1, b"a").unwrap().ino;
+    fs.copy_range(s1_a, 0, y_copy, 0, data.len() as u64)
+        .unwrap();
+    let y = fs.subvol_snapshot(yv, ROOT_INO, b"y", true).unwrap().root;
+    for version in [1, 2] {
+        let o = |clone_sources| SendOptions {
+            version,
+            clone_sources,
+            ..Default::default()
+        };
+        let mut streams = Vec::new();
+        let mut full_s1 = Vec::new();
+        send_full(&fs, s1, b"s1", &mut full_s1, o(vec![])).unwrap();
+        streams.push(("s1", s1, full_s1));
+        let mut inc = Vec::new();
+        send_incremental(&fs, s1, s2, b"s2", &mut inc, o(vec![])).unwrap();
+        streams.push(("s2", s2, inc));
+        let mut with_c = Vec::new();
+        send_full(&fs, y, b"y", &mut with_c, o(vec![s1])).unwrap();
+        streams.push(("y", y, with_c));
+        let bt = Btrfs::new();
+        for (name, root, stream) in &streams {
+            let file = bt.mnt.join(format!("{name}.stream"));
+            std::fs::write(&file, stream).unwrap();
+            let dump = run(Command::new("btrfs")
+                .args(["receive", "--dump", "-f"])
+                .arg(&file));
+            assert!(dump.contains("clone "), "{name} v{version}: {dump}");
+            run(Command::new("btrfs")
+                .args(["receive", "-f"])
+                .arg(&file)
+                .arg(&bt.mnt));
+            let got = walk_dir(&bt.mnt.join(name));
+            assert_eq!(got, walk_fs(&fs, *root), "{name} v{version}");
+        }
+        run(Command::new("sync").arg("-f").arg(&bt.mnt));
+        // The clones share blocks on btrfs too: only partial last blocks and c's own
+        // bytes are the copies' own.
+        assert!(btrfs_exclusive(&bt.mnt.join("s1/b")) <= 4096);
+        assert!(btrfs_exclusive(&bt.mnt.join("s2/c")) <= 64 << 10);
+        assert!(btrfs_exclusive(&bt.mnt.join("y")) <= 8192);
+    }
+}
+
 #[test]
 fn a_writable_subvolume_is_refused() {
     let dev = Arc::new(MemStorage::new(64 << 20));
@@ -339,7 +422,11 @@ fn every_full_stream_decodes_and_dumps() {
                 snap,
                 b"snap1",
                 &mut stream,
-                SendOptions { version, no_data },
+                SendOptions {
+                    version,
+                    no_data,
+                    ..Default::default()
+                },
             )
             .unwrap();
             let mut text = Vec::new();

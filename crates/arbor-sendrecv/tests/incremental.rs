@@ -23,14 +23,14 @@ fn round_trip(fs: &Fs, parent: u64, snap: u64) {
     for version in [1, 2] {
         let opts = SendOptions {
             version,
-            no_data: false,
+            ..Default::default()
         };
         let dst = fresh();
         let mut full = Vec::new();
-        send_full(fs, parent, b"p", &mut full, opts).unwrap();
+        send_full(fs, parent, b"p", &mut full, opts.clone()).unwrap();
         receive(&dst, ROOT_INO, &full[..]).unwrap();
         let mut inc = Vec::new();
-        send_incremental(fs, parent, snap, b"s", &mut inc, opts).unwrap();
+        send_incremental(fs, parent, snap, b"s", &mut inc, opts.clone()).unwrap();
         let got = receive(&dst, ROOT_INO, &inc[..]).unwrap_or_else(|e| {
             let mut text = Vec::new();
             let _ = arbor_send::dump_stream(&inc[..], &mut text);

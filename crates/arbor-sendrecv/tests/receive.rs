@@ -61,7 +61,7 @@ fn an_arbor_send_received_into_arbor_is_the_same_tree() {
             &mut stream,
             SendOptions {
                 version,
-                no_data: false,
+                ..Default::default()
             },
         )
         .unwrap();

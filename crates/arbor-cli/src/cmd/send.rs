@@ -42,11 +42,13 @@ pub struct Args {
 
 /// `arbor send`.
 pub fn run(args: &Args) -> Result<ExitCode> {
-    if !args.clone_sources.is_empty() {
-        bail!("clone sources (-c) are not implemented yet; -p PARENT is");
-    }
     let t = Target::new(args.image.image.as_deref())?;
     let parent = args.parent.as_ref().map(|p| t.ino(p)).transpose()?;
+    let clone_sources = args
+        .clone_sources
+        .iter()
+        .map(|c| t.ino(c))
+        .collect::<Result<Vec<u64>>>()?;
     let out: std::fs::File = match &args.file {
         Some(f) => {
             std::fs::File::create(f).with_context(|| format!("cannot create {}", f.display()))?
@@ -81,6 +83,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     name,
                     version: args.proto,
                     no_data: args.no_data,
+                    clone_sources: clone_sources.clone(),
                 };
                 let response = match &bar {
                     None => arbor_ctl::call_with_file(&socket, &req, out.as_fd())?,
@@ -117,6 +120,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 let opts = arbor_sendrecv::SendOptions {
                     version: args.proto,
                     no_data: args.no_data,
+                    clone_sources: clone_sources.clone(),
                 };
                 let s = match parent {
                     Some(p) => arbor_sendrecv::send_incremental(fs, p, root, &name, &mut w, opts)?,

@@ -328,3 +328,80 @@ fn incremental_streams_go_both_ways_between_arbor_and_btrfs() {
     assert!(received.status.success(), "{received:?}");
     assert_eq!(two, "", "btrfs → arbor: rsync sees differences:\n{two}");
 }
+
+/// `arbor send -c` through the daemon: data a clone source already holds is sent as
+/// clones, and `arbor receive` into the directory holding that source shares it again.
+#[test]
+fn a_send_with_a_clone_source_clones_through_the_mount() {
+    let m = Mount::new("256M", "");
+    let p = |s: &str| m.path(s).to_str().unwrap().to_string();
+    for args in [
+        vec!["subvolume", "create", &p("xv")],
+        vec!["subvolume", "create", &p("yv")],
+    ] {
+        ok(arbor().args(&args).output().unwrap(), "create");
+    }
+    run(Command::new("sh").args([
+        "-c",
+        &format!(
+            "set -e; head -c 2000000 /dev/urandom > {0}/xv/big; mkdir {0}/recv",
+            p("")
+        ),
+    ]));
+    ok(
+        arbor()
+            .args(["subvolume", "snapshot", "-r", &p("xv"), &p("x")])
+            .output()
+            .unwrap(),
+        "snapshot x",
+    );
+    // cp uses copy_file_range, which arbor turns into a reflink.
+    run(Command::new("cp")
+        .arg(m.path("x/big"))
+        .arg(m.path("yv/copy")));
+    ok(
+        arbor()
+            .args(["subvolume", "snapshot", "-r", &p("yv"), &p("y")])
+            .output()
+            .unwrap(),
+        "snapshot y",
+    );
+    let (xs, ys) = (m.dir.path().join("x.stream"), m.dir.path().join("y.stream"));
+    ok(
+        arbor()
+            .args(["send", "-q", "-f"])
+            .arg(&xs)
+            .arg(m.path("x"))
+            .output()
+            .unwrap(),
+        "send x",
+    );
+    let out = arbor()
+        .args(["send", "-q", "-c"])
+        .arg(m.path("x"))
+        .arg("-f")
+        .arg(&ys)
+        .arg(m.path("y"))
+        .output()
+        .unwrap();
+    ok(out.clone(), "send -c");
+    let size = std::fs::metadata(&ys).unwrap().len();
+    assert!(size < 100_000, "the stream holds the data: {size} bytes");
+    let dump = run(Command::new("btrfs")
+        .args(["receive", "--dump", "-f"])
+        .arg(&ys));
+    assert!(dump.contains("clone "), "{dump}");
+    for s in [&xs, &ys] {
+        ok(
+            arbor()
+                .args(["receive", "-q", "-f"])
+                .arg(s)
+                .arg(m.path("recv"))
+                .output()
+                .unwrap(),
+            "receive",
+        );
+    }
+    let text = rsync_differences(&m.path("y"), &m.path("recv/y"));
+    assert_eq!(text, "", "rsync sees differences:\n{text}");
+}

@@ -7,8 +7,9 @@
 //! every path is checked here (no `..`, `.`, empty or absolute parts) and resolved by
 //! the target one name at a time without following symlinks; a command before the
 //! first subvol or snapshot command is refused; a clone may read only the subvolume
-//! being received or the declared parent. The result is marked received (and made
-//! read-only where the target can) only at the stream's END.
+//! being received, the declared parent, or a finished read-only snapshot in the
+//! destination directory (a `-c` source of the sender). The result is marked received
+//! (and made read-only where the target can) only at the stream's END.
 
 mod native;
 pub(crate) mod paths;
@@ -19,7 +20,7 @@ pub use target::{CloneFrom, Falloc, NewInode, StreamSubvol, Target};
 
 use crate::error::ReceiveError;
 use arbor_send::{Command, StreamReader};
-use paths::{components, hex, names, single_name, split};
+use paths::{components, names, single_name, split};
 use std::io::Read;
 
 /// What a receive made.
@@ -180,7 +181,7 @@ impl<T: Target> Dispatch<'_, T> {
                 offset,
                 len,
                 clone_uuid,
-                clone_ctransid: _,
+                clone_ctransid,
                 clone_path,
                 clone_offset,
             } => {
@@ -190,10 +191,10 @@ impl<T: Target> Dispatch<'_, T> {
                 } else if cur.parent.is_some_and(|(u, _)| u == clone_uuid) {
                     CloneFrom::Parent
                 } else {
-                    return Err(format!(
-                        "clone source {} is neither this subvolume nor the declared parent",
-                        hex(&clone_uuid)
-                    ));
+                    CloneFrom::Other {
+                        uuid: clone_uuid,
+                        ctransid: clone_ctransid,
+                    }
                 };
                 for (at, what) in [(offset, "destination"), (clone_offset, "source")] {
                     at.checked_add(len)

@@ -7,7 +7,8 @@ use super::paths::{hex, names, split};
 use super::target::{CloneFrom, Falloc, NewInode, StreamSubvol, Target};
 use super::{ReceiveStats, apply};
 use crate::error::ReceiveError;
-use arbor_fs::{Caller, Fs, FsError, RenameFlags, SetAttr, SetTime, Time, XattrFlags};
+use arbor_fs::ino::Loc;
+use arbor_fs::{Caller, Fs, FsError, RenameFlags, SetAttr, SetTime, SubvolInfo, Time, XattrFlags};
 use arbor_send::Timespec;
 use std::collections::HashMap;
 use std::io::Read;
@@ -109,6 +110,34 @@ impl<'a> Native<'a> {
         Ok(())
     }
 
+    /// The subvolume a stream names by `uuid` (the UUID it was received as, or its
+    /// own) at transaction `ctransid`; `what` says what it is to the stream.
+    fn find(&self, uuid: [u8; 16], ctransid: u64, what: &str) -> Result<SubvolInfo, String> {
+        let id = self
+            .fs
+            .subvol_by_uuid(&uuid)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "the {what} (uuid {}) is not here: receive it first",
+                    hex(&uuid)
+                )
+            })?;
+        let info = self.fs.subvol_info(id).map_err(|e| e.to_string())?;
+        let have = if info.item.received_uuid == uuid {
+            info.item.stransid
+        } else {
+            info.generation
+        };
+        if have != ctransid {
+            return Err(format!(
+                "the {what} {} is at transaction {have}, the stream expects {ctransid}",
+                String::from_utf8_lossy(&info.path)
+            ));
+        }
+        Ok(info)
+    }
+
     fn start(&mut self, s: &StreamSubvol, root: u64, id: u64, parent_root: Option<u64>) {
         self.cache.clear();
         self.current = Some(Current {
@@ -131,28 +160,7 @@ impl Target for Native<'_> {
             self.start(s, info.root, info.id, None);
             return Ok(());
         };
-        let id = self
-            .fs
-            .subvol_by_uuid(&parent_uuid)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "the parent subvolume (uuid {}) is not here: receive it first",
-                    hex(&parent_uuid)
-                )
-            })?;
-        let parent = self.fs.subvol_info(id).map_err(|e| e.to_string())?;
-        let have = if parent.item.received_uuid == parent_uuid {
-            parent.item.stransid
-        } else {
-            parent.generation
-        };
-        if have != parent_ctransid {
-            return Err(format!(
-                "the parent subvolume {} is at transaction {have}, the stream expects {parent_ctransid}",
-                String::from_utf8_lossy(&parent.path)
-            ));
-        }
+        let parent = self.find(parent_uuid, parent_ctransid, "parent subvolume")?;
         let info = self
             .fs
             .subvol_snapshot(parent.root, self.dest, &s.name, false)
@@ -251,6 +259,17 @@ impl Target for Native<'_> {
                     .parent_root
                     .ok_or_else(|| "a clone from a parent in a full stream".to_string())?;
                 self.walk(root, src)?
+            }
+            CloneFrom::Other { uuid, ctransid } => {
+                let source = self.find(uuid, ctransid, "clone source")?;
+                let dir = Loc::new(source.parent.unwrap_or(0), source.dirid).global();
+                if source.parent.is_none() || dir != self.dest || !source.item.read_only() {
+                    return Err(format!(
+                        "clone source {} is not a read-only snapshot in the destination directory",
+                        String::from_utf8_lossy(&source.path)
+                    ));
+                }
+                self.walk(source.root, src)?
             }
         };
         let dst = self.resolve(path)?;

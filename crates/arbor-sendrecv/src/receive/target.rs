@@ -40,6 +40,10 @@ pub enum CloneFrom {
     This,
     /// The incremental stream's parent.
     Parent,
+    /// Another snapshot the receiver has (a `-c` clone source of the sender), by the
+    /// UUID and transaction the stream names. A target accepts only a finished,
+    /// read-only one in the destination directory: a stream reads nothing outside it.
+    Other { uuid: [u8; 16], ctransid: u64 },
 }
 
 /// A fallocate the stream asks for.
