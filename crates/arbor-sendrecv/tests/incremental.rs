@@ -206,6 +206,9 @@ enum Op {
     Link(u8, u8, u8),
     Xattr(u8, u8),
     Chmod(u8, u16),
+    /// copy_file_range: source file, block, destination file, block, blocks (shares
+    /// the blocks, so that the send has clones to find).
+    Reflink(u8, u8, u8, u8, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -220,6 +223,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u8>(), 0u8..4, 0u8..6).prop_map(|(f, d, n)| Op::Link(f, d, n)),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(f, v)| Op::Xattr(f, v)),
         1 => (any::<u8>(), 0u16..0o777).prop_map(|(f, m)| Op::Chmod(f, m)),
+        2 => (any::<u8>(), 0u8..100, any::<u8>(), 0u8..100, 1u8..64).prop_map(|(a, b, c, d, e)| Op::Reflink(a, b, c, d, e)),
     ]
 }
 
@@ -292,6 +296,12 @@ fn apply(fs: &Fs, top: u64, op: &Op) {
                 } else {
                     let _ = fs.setxattr(f, b"user.x", &[v], Default::default());
                 }
+            }
+        }
+        Op::Reflink(a, ab, b, bb, n) => {
+            if let (Some(a), Some(b)) = (file(a), file(b)) {
+                let block = |x: u8| u64::from(x) * 4096;
+                let _ = fs.copy_range(a, block(ab), b, block(bb), block(n));
             }
         }
         Op::Chmod(f, m) => {
