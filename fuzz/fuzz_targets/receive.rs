@@ -8,7 +8,8 @@
 //! The input is read as a list of commands over a small alphabet of paths (with `..`,
 //! absolute paths, empty components, long chains and names that collide), so that the
 //! receiver's path handling, renames, links, writes, clones and truncations meet each
-//! other often; one stream version byte comes first.
+//! other often; one byte comes first: the stream version, and whether the header says
+//! the stream resumes an interrupted receive (then `arbor_resume` commands matter).
 #![no_main]
 
 use arbor_engine::MkfsOptions;
@@ -42,7 +43,7 @@ impl Bytes<'_> {
 
 fn command(b: &mut Bytes<'_>) -> Option<Command> {
     let ts = Timespec { sec: 1, nsec: 2 };
-    Some(match b.u8()? % 17 {
+    Some(match b.u8()? % 18 {
         0 => Command::Subvol { path: b.path()?, uuid: [b.u8()?; 16], ctransid: 1 },
         1 => Command::Mkfile { path: b.path()?, ino: 257 },
         2 => Command::Mkdir { path: b.path()?, ino: 258 },
@@ -67,6 +68,7 @@ fn command(b: &mut Bytes<'_>) -> Option<Command> {
             clone_offset: b.u64()? & !4095,
         },
         15 => Command::Mkfifo { path: b.path()?, ino: 260, rdev: 0, mode: 0o10644 },
+        16 => Command::ArborResume { uuid: [b.u8()?; 16], ctransid: 1, skip: u64::from(b.u8()?) },
         _ => Command::End,
     })
 }
@@ -74,8 +76,15 @@ fn command(b: &mut Bytes<'_>) -> Option<Command> {
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let Some(version) = b.u8() else { return };
+    // Bit 1: a stream that says it resumes an interrupted receive.
+    let resumed = version & 2 != 0;
     let version = 1 + u32::from(version % 2);
-    let Ok(mut w) = StreamWriter::new(Vec::new(), version) else { return };
+    let w = if resumed {
+        StreamWriter::new_resumed(Vec::new(), version)
+    } else {
+        StreamWriter::new(Vec::new(), version)
+    };
+    let Ok(mut w) = w else { return };
     while let Some(cmd) = command(&mut b) {
         if w.write_command(&cmd).is_err() {
             return;

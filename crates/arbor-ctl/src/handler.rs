@@ -109,6 +109,10 @@ pub fn handle_receive(
         ));
     };
     let r = arbor_sendrecv::receive(fs, *dest, std::io::BufReader::with_capacity(1 << 20, input));
+    if r.is_err() {
+        // What arrived, and the note to resume from, are durable at once.
+        let _ = fs.sync();
+    }
     // Whatever was made, the kernel must see the new names in `dest`.
     if let (Ok(at), Ok(list)) = (Loc::of(*dest), fs.subvol_list()) {
         for s in list
@@ -149,6 +153,7 @@ pub fn handle_send(
         version,
         no_data,
         clone_sources,
+        resume,
     } = req
     else {
         return handle(fs, req, peer, errno, &NoKernelCache);
@@ -169,6 +174,14 @@ pub fn handle_send(
         version: *version,
         no_data: *no_data,
         clone_sources: clone_sources.clone(),
+        resume: match resume
+            .as_deref()
+            .map(arbor_sendrecv::ResumeToken::parse)
+            .transpose()
+        {
+            Ok(t) => t,
+            Err(message) => return Response::Error { errno: 22, message },
+        },
     };
     let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
     let sent = match parent {
@@ -199,6 +212,9 @@ pub fn handle_send(
 /// A subvolume as the CLI shows it, with its exclusive bytes if `usage`.
 fn view(fs: &Fs, info: &arbor_fs::SubvolInfo, usage: bool) -> Result<SubvolView, FsError> {
     let mut v = SubvolView::from(info);
+    v.resume_token = fs
+        .receive_progress(info.id)?
+        .map(|p| arbor_sendrecv::ResumeToken::from_progress(&p).to_string());
     if usage {
         v.exclusive_bytes = Some(fs.subvol_exclusive_bytes(info.id)?);
     }

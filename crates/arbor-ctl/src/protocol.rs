@@ -46,6 +46,9 @@ pub enum Request {
         /// Roots of read-only snapshots the receiver has, to clone from.
         #[serde(default)]
         clone_sources: Vec<u64>,
+        /// Resume the receive this token describes.
+        #[serde(default)]
+        resume: Option<String>,
     },
     /// Receive the stream read from the file descriptor passed with the request into
     /// directory `dest`.
@@ -107,6 +110,10 @@ pub struct SubvolView {
     /// What only it holds (data and metadata): what deleting it would free; given
     /// where it was asked for.
     pub exclusive_bytes: Option<u64>,
+    /// For the unfinished receive of a stream: the token `arbor send --resume`
+    /// continues it from.
+    #[serde(default)]
+    pub resume_token: Option<String>,
 }
 
 impl From<&SubvolInfo> for SubvolView {
@@ -126,6 +133,7 @@ impl From<&SubvolInfo> for SubvolView {
             root_ino: i.root,
             referenced_bytes: i.referenced_bytes,
             exclusive_bytes: None,
+            resume_token: None,
         }
     }
 }

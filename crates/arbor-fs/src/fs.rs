@@ -109,6 +109,12 @@ pub struct Fs {
     /// Held by every change and every commit, so that a commit can write its blocks
     /// with the engine lock only shared: readers go on, writers wait.
     writer: Mutex<()>,
+    /// Taken shared by a receiver around each command and its progress note, and
+    /// exclusively by a commit, so that a commit never splits the two.
+    pub(crate) commit_gate: RwLock<()>,
+    /// Progress of unfinished receives, by subvolume, for the next commit to write
+    /// (none: remove it).
+    pub(crate) receive_notes: Mutex<BTreeMap<u64, Option<crate::subvol_items::ReceiveProgress>>>,
 }
 
 /// Exclusive access to the engine for a change (see [`Fs::write`]).
@@ -194,6 +200,8 @@ impl Fs {
             read_only: opts.read_only,
             poisoned: Mutex::new(None),
             writer: Mutex::new(()),
+            commit_gate: RwLock::new(()),
+            receive_notes: Mutex::new(BTreeMap::new()),
         };
         if !opts.read_only {
             fs.reap_orphans()?;
@@ -315,8 +323,16 @@ impl Fs {
         if self.read_only {
             return Ok(());
         }
+        let _gate = self
+            .commit_gate
+            .write()
+            .map_err(|_| FsError::Invalid("commit gate poisoned".into()))?;
         let _writer = self.writer_lock()?;
-        let prepared = self.engine_exclusive()?.commit_begin()?;
+        let prepared = {
+            let mut e = self.engine_exclusive()?;
+            self.write_receive_notes(&mut e)?;
+            e.commit_begin()?
+        };
         let written = match &prepared {
             Some(p) => Some(self.read()?.commit_write(p)),
             None => None,
@@ -335,6 +351,7 @@ impl Fs {
     }
 
     fn commit_locked(&self, e: &mut Engine) -> Result<()> {
+        self.write_receive_notes(e)?;
         e.commit()?;
         self.reclaim(e);
         Ok(())

@@ -45,6 +45,7 @@ pub fn fsck(e: &Engine) -> Result<Vec<String>> {
     let mut placed: BTreeSet<Placement> = BTreeSet::new();
     let mut refs: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
     let mut uuids = Vec::new();
+    let mut progress = Vec::new();
     for item in e.range(SUBVOL_TREE, ..)? {
         let (k, v) = item?;
         let mut bad = |why: String| problems.push(format!("subvolume tree: item {k}: {why}"));
@@ -66,7 +67,20 @@ pub fn fsck(e: &Engine) -> Result<Vec<String>> {
             }
             sty::UUID_SUBVOL | sty::UUID_RECEIVED => uuids.push((k, v)),
             sty::FS_INFO if k.objectid == crate::subvol_items::SUBVOL_INFO_OBJECTID => {}
+            sty::RECEIVE_PROGRESS => {
+                if let Err(err) = crate::subvol_items::ReceiveProgress::decode(k.objectid, k, &v) {
+                    bad(err.to_string());
+                }
+                progress.push(k.objectid);
+            }
             other => bad(format!("unknown item type {other}")),
+        }
+    }
+    for id in progress {
+        if !items.contains_key(&id) {
+            problems.push(format!(
+                "receive progress of subvolume {id}, which does not exist"
+            ));
         }
     }
     for tree in e.trees() {

@@ -96,6 +96,12 @@ pub(crate) fn dir_path(e: &Engine, subvol: u64, mut dir: u64) -> Result<Vec<u8>>
     Err(FsError::Invalid("directory tree too deep or looped".into()))
 }
 
+/// The transaction that last changed subvolume `id`'s tree.
+pub(crate) fn generation_of(e: &Engine, id: u64) -> Result<u64> {
+    // A fresh snapshot's root pointer still carries its source's generation.
+    Ok(e.tree_root(id)?.generation.max(get_item(e, id)?.otransid))
+}
+
 fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
     // A fresh snapshot's root pointer still carries its source's generation.
     let generation = e.tree_root(id)?.generation.max(item.otransid);
@@ -319,6 +325,10 @@ impl Fs {
             t.e.delete(SUBVOL_TREE, root_item_key(id))?;
             t.e.delete(SUBVOL_TREE, backref_key(id, at.subvol))?;
             t.e.delete(SUBVOL_TREE, ref_key(at.subvol, id))?;
+            let progress = crate::subvol_items::ReceiveProgress::key(id);
+            if t.e.get(SUBVOL_TREE, progress)?.is_some() {
+                t.e.delete(SUBVOL_TREE, progress)?;
+            }
             for (uuid, kind) in [
                 (item.uuid, sty::UUID_SUBVOL),
                 (item.received_uuid, sty::UUID_RECEIVED),
@@ -332,6 +342,9 @@ impl Fs {
         })?;
         if let Ok(mut ro) = self.read_only_subvols.lock() {
             ro.remove(&id);
+        }
+        if let Ok(mut notes) = self.receive_notes.lock() {
+            notes.remove(&id);
         }
         Ok(id)
     }

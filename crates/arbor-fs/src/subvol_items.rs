@@ -17,6 +17,7 @@ pub mod sty {
     pub const UUID_SUBVOL: u8 = 251;
     pub const UUID_RECEIVED: u8 = 252;
     pub const FS_INFO: u8 = 250;
+    pub const RECEIVE_PROGRESS: u8 = 170;
 }
 
 /// Objectid of the item that holds the next subvolume id.
@@ -209,5 +210,72 @@ mod tests {
         for cut in 0..v.len() {
             assert!(SubvolRef::decode(256, k, &v[..cut]).is_err());
         }
+    }
+}
+
+/// How far the receive of a stream into a subvolume got, while it is unfinished:
+/// `RECEIVE_PROGRESS (id, 170, 0)`. Each commit writes it for the state it makes
+/// durable, so that after an interruption the receive can resume exactly there; END
+/// removes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveProgress {
+    /// The subvolume the stream makes, as the stream names it.
+    pub uuid: [u8; 16],
+    pub ctransid: u64,
+    /// The parent an incremental stream names (zero for a full stream).
+    pub parent_uuid: [u8; 16],
+    pub parent_ctransid: u64,
+    /// Stream version.
+    pub version: u32,
+    /// Commands applied after the subvol or snapshot command, and a digest of them
+    /// (of their kinds and paths), for the sender to check against.
+    pub applied: u64,
+    pub digest: u32,
+    /// The subvolume's generation when this was written: a later one means something
+    /// else changed it since, and the receive cannot resume.
+    pub generation: u64,
+}
+
+impl ReceiveProgress {
+    pub const SIZE: usize = 16 + 8 + 16 + 8 + 4 + 8 + 4 + 8;
+
+    pub fn key(id: u64) -> Key {
+        key(id, sty::RECEIVE_PROGRESS, 0)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::SIZE);
+        v.extend_from_slice(&self.uuid);
+        v.extend_from_slice(&self.ctransid.to_le_bytes());
+        v.extend_from_slice(&self.parent_uuid);
+        v.extend_from_slice(&self.parent_ctransid.to_le_bytes());
+        v.extend_from_slice(&self.version.to_le_bytes());
+        v.extend_from_slice(&self.applied.to_le_bytes());
+        v.extend_from_slice(&self.digest.to_le_bytes());
+        v.extend_from_slice(&self.generation.to_le_bytes());
+        v
+    }
+
+    pub fn decode(id: u64, k: Key, v: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(v, id, k);
+        let uuid = |r: &mut Reader<'_>| -> Result<[u8; 16]> {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(r.bytes(16)?);
+            Ok(a)
+        };
+        let p = Self {
+            uuid: uuid(&mut r)?,
+            ctransid: r.u64()?,
+            parent_uuid: uuid(&mut r)?,
+            parent_ctransid: r.u64()?,
+            version: r.u32()?,
+            applied: r.u64()?,
+            digest: r.u32()?,
+            generation: r.u64()?,
+        };
+        if !r.done() {
+            return Err(r.fail("trailing bytes after the receive progress"));
+        }
+        Ok(p)
     }
 }

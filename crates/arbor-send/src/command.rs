@@ -122,6 +122,10 @@ numbered! {
         EncodedWrite = 25 => "encoded_write",
         /// Enable fs-verity (v3).
         EnableVerity = 26 => "enable_verity",
+        /// arbor's own: this stream resumes an interrupted receive (see
+        /// [`Command::ArborResume`]). Far from btrfs's numbers; `btrfs receive` refuses
+        /// it as an unknown command, so that it never applies a stream's tail alone.
+        ArborResume = 0xa7b0 => "arbor_resume",
     }
 }
 
@@ -251,6 +255,7 @@ impl CommandKind {
             CommandKind::Chown => &[A::Path, A::Uid, A::Gid],
             CommandKind::Utimes => &[A::Path, A::Atime, A::Mtime, A::Ctime, A::Otime],
             CommandKind::End => &[],
+            CommandKind::ArborResume => &[A::Uuid, A::Ctransid, A::Size],
             CommandKind::UpdateExtent => &[A::Path, A::FileOffset, A::Size],
             CommandKind::Fallocate => &[A::Path, A::FallocateMode, A::FileOffset, A::Size],
             CommandKind::Fileattr => &[A::Path, A::Fileattr],
@@ -508,6 +513,16 @@ pub enum Command {
     },
     /// End of the stream of one subvolume.
     End,
+    /// arbor's own, right after the subvol or snapshot command: the stream continues
+    /// the interrupted receive of that subvolume, and leaves out the first `skip`
+    /// commands after that one, which the receiver applied already.
+    ArborResume {
+        /// UUID and CTRANSID: the subvolume's, as in the subvol command.
+        uuid: Uuid,
+        ctransid: u64,
+        /// SIZE: commands left out.
+        skip: u64,
+    },
     /// `len` bytes at `offset` changed (`--no-data` sends).
     UpdateExtent {
         /// PATH.
@@ -637,6 +652,7 @@ impl Command {
             Command::Chown { .. } => CommandKind::Chown,
             Command::Utimes { .. } => CommandKind::Utimes,
             Command::End => CommandKind::End,
+            Command::ArborResume { .. } => CommandKind::ArborResume,
             Command::UpdateExtent { .. } => CommandKind::UpdateExtent,
             Command::Fallocate { .. } => CommandKind::Fallocate,
             Command::Fileattr { .. } => CommandKind::Fileattr,
@@ -755,6 +771,10 @@ impl Command {
             (Command::Clone { clone_path, .. }, A::ClonePath) => V::Bytes(clone_path),
             (Command::Clone { clone_offset, .. }, A::CloneOffset) => V::U64(*clone_offset),
 
+            (Command::ArborResume { uuid, .. }, A::Uuid) => V::Uuid(uuid),
+            (Command::ArborResume { ctransid, .. }, A::Ctransid) => V::U64(*ctransid),
+            (Command::ArborResume { skip, .. }, A::Size) => V::U64(*skip),
+
             (Command::Truncate { path, .. }, A::Path) => V::Bytes(path),
             (Command::Truncate { size, .. }, A::Size) => V::U64(*size),
 
@@ -841,7 +861,7 @@ mod tests {
         for &a in Attr::ALL {
             assert_eq!(Attr::from_number(a.number()), Some(a));
         }
-        assert_eq!(CommandKind::ALL.len(), 26);
+        assert_eq!(CommandKind::ALL.len(), 27);
         assert_eq!(Attr::ALL.len(), 35);
         assert_eq!(CommandKind::from_number(0), None);
         assert_eq!(CommandKind::from_number(27), None);

@@ -214,6 +214,7 @@ enum State {
 pub struct StreamReader<R: Read> {
     inner: R,
     version: u32,
+    resumed: bool,
     pos: u64,
     index: u64,
     state: State,
@@ -222,7 +223,7 @@ pub struct StreamReader<R: Read> {
 impl<R: Read> StreamReader<R> {
     /// Reads and checks the stream header.
     pub fn new(mut inner: R) -> Result<Self, DecodeError> {
-        let (version, pos) = match read_header(&mut inner, 0, 0) {
+        let ((version, resumed), pos) = match read_header(&mut inner, 0, 0) {
             Ok((Some(v), pos)) => (v, pos),
             Ok((None, _)) => {
                 return Err(DecodeError {
@@ -237,6 +238,7 @@ impl<R: Read> StreamReader<R> {
         Ok(Self {
             inner,
             version,
+            resumed,
             pos,
             index: 0,
             state: State::Commands,
@@ -246,6 +248,12 @@ impl<R: Read> StreamReader<R> {
     /// The version in the header of the stream being read.
     pub fn version(&self) -> u32 {
         self.version
+    }
+
+    /// Whether the stream being read resumes an interrupted receive (its header says
+    /// so; see [`crate::wire::RESUMED_FLAG`]).
+    pub fn is_resumed(&self) -> bool {
+        self.resumed
     }
 
     /// Bytes consumed so far.
@@ -265,8 +273,9 @@ impl<R: Read> StreamReader<R> {
                     self.state = State::Done;
                     return None;
                 }
-                Ok((Some(v), pos)) => {
+                Ok((Some((v, resumed)), pos)) => {
                     self.version = v;
+                    self.resumed = resumed;
                     self.pos = pos;
                     self.state = State::Commands;
                 }
@@ -394,7 +403,7 @@ fn read_header<R: Read>(
     r: &mut R,
     pos: u64,
     index: u64,
-) -> Result<(Option<u32>, u64), DecodeError> {
+) -> Result<(Option<(u32, bool)>, u64), DecodeError> {
     let err = |kind| DecodeError {
         index,
         offset: pos,
@@ -414,11 +423,13 @@ fn read_header<R: Read>(
     if found != MAGIC {
         return Err(err(DecodeErrorKind::BadMagic { found }));
     }
-    let version = u32::from_le_bytes([h[13], h[14], h[15], h[16]]);
+    let raw = u32::from_le_bytes([h[13], h[14], h[15], h[16]]);
+    let resumed = raw & 0xffff_0000 == crate::wire::RESUMED_FLAG;
+    let version = if resumed { raw & 0xffff } else { raw };
     if !(MIN_VERSION..=MAX_VERSION).contains(&version) {
-        return Err(err(DecodeErrorKind::UnsupportedVersion(version)));
+        return Err(err(DecodeErrorKind::UnsupportedVersion(raw)));
     }
-    Ok((Some(version), pos + HEADER_SIZE as u64))
+    Ok((Some((version, resumed)), pos + HEADER_SIZE as u64))
 }
 
 /// Fills `buf` as far as the input goes; returns the bytes read (less only at its end).
@@ -705,6 +716,11 @@ fn parse_command(
             otime: a.opt_time(A::Otime)?,
         },
         CommandKind::End => Command::End,
+        CommandKind::ArborResume => Command::ArborResume {
+            uuid: a.uuid(A::Uuid)?,
+            ctransid: a.u64(A::Ctransid)?,
+            skip: a.u64(A::Size)?,
+        },
         CommandKind::UpdateExtent => Command::UpdateExtent {
             path: a.bytes(A::Path)?,
             offset: a.u64(A::FileOffset)?,

@@ -206,6 +206,14 @@ impl Dumper {
                 with(self, path, params)
             }
             Command::End => Ok(Vec::new()),
+            Command::ArborResume {
+                uuid,
+                ctransid,
+                skip,
+            } => {
+                let params = format!("uuid={} transid={ctransid} skip={skip}", uuid_text(uuid));
+                Ok(line(name, &self.subvol, Some(params.as_bytes())))
+            }
             Command::UpdateExtent { path, offset, len } => {
                 with(self, path, format!("offset={offset} len={len}"))
             }

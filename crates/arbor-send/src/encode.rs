@@ -95,6 +95,15 @@ impl<W: Write> StreamWriter<W> {
         Ok(Self::without_header(inner, version))
     }
 
+    /// Writes the header of a stream of `version` that resumes an interrupted receive
+    /// (see [`wire::RESUMED_FLAG`]); it carries an `arbor_resume` command after its
+    /// subvol or snapshot command.
+    pub fn new_resumed(mut inner: W, version: u32) -> Result<Self, EncodeError> {
+        check_version(version)?;
+        inner.write_all(&wire::header(version | wire::RESUMED_FLAG))?;
+        Ok(Self::without_header(inner, version))
+    }
+
     /// A writer that continues a stream whose header is already written (or, like
     /// `btrfs send -e`, a later subvolume of one stream). `version` is assumed valid;
     /// [`write_command`](Self::write_command) refuses commands if it is not.

@@ -33,6 +33,12 @@ pub const MIN_VERSION: u32 = 1;
 /// it with the v1 rules); it is rejected here.
 pub const MAX_VERSION: u32 = 3;
 
+/// arbor's own: the header version of a stream that resumes an interrupted receive is
+/// its base version with these bits set. No `btrfs receive` accepts such a version, so
+/// it refuses the stream before it makes anything, instead of applying a stream's tail
+/// as if it were whole (it skips commands it does not know).
+pub const RESUMED_FLAG: u32 = 0xa7b0_0000;
+
 /// Largest v1 command, header included: the kernel's v1 send buffer
 /// (`BTRFS_SEND_BUF_SIZE_V1` = 64 KiB), which no v1 command can outgrow.
 pub const MAX_COMMAND_SIZE_V1: usize = 64 << 10;

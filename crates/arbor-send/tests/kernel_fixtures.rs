@@ -94,6 +94,7 @@ fn fixtures_cover_every_version_one_and_two_command() {
         CommandKind::RemoveXattr,
         CommandKind::Fileattr,
         CommandKind::EnableVerity,
+        CommandKind::ArborResume,
     ];
     for &k in CommandKind::ALL {
         assert_eq!(

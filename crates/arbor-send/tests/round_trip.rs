@@ -145,6 +145,13 @@ fn command(kind: CommandKind) -> BoxedStrategy<Command> {
             })
             .boxed(),
         CommandKind::End => Just(Command::End).boxed(),
+        CommandKind::ArborResume => (uuid(), u(), u())
+            .prop_map(|(uuid, ctransid, skip)| Command::ArborResume {
+                uuid,
+                ctransid,
+                skip,
+            })
+            .boxed(),
         CommandKind::UpdateExtent => (path(), u(), u())
             .prop_map(|(path, offset, len)| Command::UpdateExtent { path, offset, len })
             .boxed(),

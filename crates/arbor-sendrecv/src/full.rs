@@ -8,10 +8,11 @@
 
 use crate::clones::{Clones, Source};
 use crate::error::SendError;
+use crate::resume::ResumeToken;
 use arbor_fs::ino::Loc;
 use arbor_fs::{Fs, Inode, ROOT_INO, SubvolInfo, Time};
 use arbor_send::wire::{WRITE_CHUNK_V1, WRITE_CHUNK_V2};
-use arbor_send::{Command, StreamWriter, Timespec};
+use arbor_send::{Command, CommandKind, StreamWriter, Timespec};
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::rc::Rc;
@@ -26,6 +27,8 @@ pub struct SendOptions {
     /// Read-only snapshots (global root inode numbers) the receiver has, whose data
     /// the stream may clone instead of sending (`btrfs send -c`).
     pub clone_sources: Vec<u64>,
+    /// Resume the receive this token describes: send only what it has not applied.
+    pub resume: Option<ResumeToken>,
 }
 
 impl Default for SendOptions {
@@ -34,6 +37,7 @@ impl Default for SendOptions {
             version: 1,
             no_data: false,
             clone_sources: Vec::new(),
+            resume: None,
         }
     }
 }
@@ -54,6 +58,11 @@ pub(crate) struct Sender<'a, W: Write> {
     pub(crate) opts: SendOptions,
     pub(crate) stats: SendStats,
     pub(crate) clones: Clones,
+    /// Resuming: commands still to leave out, the digest of those left out so far,
+    /// and the digest the receiver noted for them.
+    pub(crate) skip: u64,
+    pub(crate) skipped_digest: u32,
+    pub(crate) want_digest: u32,
 }
 
 pub(crate) fn ts(t: Time) -> Timespec {
@@ -79,15 +88,108 @@ const S_IFLNK: u32 = 0o120000;
 const S_IFIFO: u32 = 0o010000;
 const S_IFSOCK: u32 = 0o140000;
 
-impl<W: Write> Sender<'_, W> {
+impl<'a, W: Write> Sender<'a, W> {
+    pub(crate) fn new(
+        fs: &'a Fs,
+        out: W,
+        opts: SendOptions,
+        clones: Clones,
+    ) -> Result<Self, SendError> {
+        let out = if opts.resume.is_some() {
+            StreamWriter::new_resumed(out, opts.version)?
+        } else {
+            StreamWriter::new(out, opts.version)?
+        };
+        Ok(Self {
+            fs,
+            out,
+            opts,
+            stats: SendStats::default(),
+            clones,
+            skip: 0,
+            skipped_digest: 0,
+            want_digest: 0,
+        })
+    }
+
+    /// After the subvol or snapshot command: when resuming, checks that the token is
+    /// of this stream and says so in an `arbor_resume` command; the commands the
+    /// receiver applied are then left out.
+    pub(crate) fn start_resume(
+        &mut self,
+        uuid: [u8; 16],
+        ctransid: u64,
+        parent: Option<([u8; 16], u64)>,
+    ) -> Result<(), SendError> {
+        let Some(t) = self.opts.resume else {
+            return Ok(());
+        };
+        if (t.uuid, t.ctransid) != (uuid, ctransid) {
+            return Err(SendError::Refused(format!(
+                "the resume token is of another snapshot (uuid {}, transaction {})",
+                crate::receive::paths::hex(&t.uuid),
+                t.ctransid
+            )));
+        }
+        if t.parent() != parent {
+            return Err(SendError::Refused(
+                "the resume token is of a send with another parent (-p)".into(),
+            ));
+        }
+        if t.version != self.opts.version || self.opts.no_data {
+            return Err(SendError::Refused(format!(
+                "the resume token is of a version {} stream with data: send with --proto {}",
+                t.version, t.version
+            )));
+        }
+        self.emit(Command::ArborResume {
+            uuid,
+            ctransid,
+            skip: t.applied,
+        })?;
+        self.skip = t.applied;
+        self.want_digest = t.digest;
+        Ok(())
+    }
+
+    /// Whether the next command, of `kind` at `path`, is one the receiver applied
+    /// already (resuming); checks the digest once the last such is left out.
+    fn skipped(&mut self, kind: CommandKind, path: &[u8]) -> Result<bool, SendError> {
+        if self.skip == 0
+            || matches!(
+                kind,
+                CommandKind::Subvol | CommandKind::Snapshot | CommandKind::ArborResume
+            )
+        {
+            return Ok(false);
+        }
+        self.skipped_digest = crate::resume::digest(self.skipped_digest, kind, path);
+        self.skip -= 1;
+        if self.skip == 0 && self.skipped_digest != self.want_digest {
+            return Err(SendError::Refused(
+                "the commands the receiver applied are not those this send makes: resume with the same snapshot, parent (-p) and clone sources (-c) as the interrupted send".into(),
+            ));
+        }
+        Ok(true)
+    }
+
     /// The END command, and what was sent.
     pub(crate) fn finish(mut self) -> Result<SendStats, SendError> {
+        if self.skip > 0 {
+            return Err(SendError::Refused(format!(
+                "the resume token says the receiver applied more commands than this send has ({} too many)",
+                self.skip
+            )));
+        }
         self.emit(Command::End)?;
         self.stats.cloned_bytes = self.clones.cloned_bytes;
         Ok(self.stats)
     }
 
     pub(crate) fn emit(&mut self, cmd: Command) -> Result<(), SendError> {
+        if self.skipped(cmd.kind(), cmd.path().unwrap_or_default())? {
+            return Ok(());
+        }
         self.out.write_command(&cmd)?;
         self.stats.commands += 1;
         Ok(())
@@ -290,7 +392,9 @@ impl<W: Write> Sender<'_, W> {
         let mut at = from;
         while at < to {
             let n = (to - at).min(chunk);
-            if self.opts.no_data {
+            if self.skipped(CommandKind::Write, path)? {
+                // Applied already: not even read.
+            } else if self.opts.no_data {
                 self.emit(Command::UpdateExtent {
                     path: path.to_vec(),
                     offset: at,
@@ -357,18 +461,13 @@ pub fn send_full<W: Write>(
     let at = Loc::of(root).map_err(SendError::fs(b""))?;
     let (info, uuid) = snapshot(fs, root)?;
     let sources = sources(fs, &opts.clone_sources)?;
-    let mut s = Sender {
-        fs,
-        out: StreamWriter::new(out, opts.version)?,
-        opts,
-        stats: SendStats::default(),
-        clones: Clones::new(uuid, info.generation, sources),
-    };
+    let mut s = Sender::new(fs, out, opts, Clones::new(uuid, info.generation, sources))?;
     s.emit(Command::Subvol {
         path: name.to_vec(),
         uuid,
         ctransid: info.generation,
     })?;
+    s.start_resume(uuid, info.generation, None)?;
     let top = fs.getattr(root).map_err(SendError::fs(b""))?;
     s.fill(b"", &top)?;
     // First path of every inode sent so far, for hard links.

@@ -21,7 +21,7 @@ use crate::error::SendError;
 use crate::full::{SendOptions, SendStats, Sender, join, snapshot};
 use arbor_fs::ino::Loc;
 use arbor_fs::{Changes, Fs, Inode, ROOT_INO};
-use arbor_send::{Command, StreamWriter};
+use arbor_send::Command;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
@@ -110,13 +110,7 @@ pub fn send_incremental<W: Write>(
     let changes: Changes = fs
         .changes_between(parent, root)
         .map_err(SendError::fs(b""))?;
-    let mut s = Sender {
-        fs,
-        out: StreamWriter::new(out, opts.version)?,
-        opts,
-        stats: SendStats::default(),
-        clones: Clones::new(uuid, info.generation, sources),
-    };
+    let mut s = Sender::new(fs, out, opts, Clones::new(uuid, info.generation, sources))?;
     s.emit(Command::Snapshot {
         path: name.to_vec(),
         uuid,
@@ -124,6 +118,7 @@ pub fn send_incremental<W: Write>(
         clone_uuid: parent_uuid,
         clone_ctransid: pinfo.generation,
     })?;
+    s.start_resume(uuid, info.generation, Some((parent_uuid, pinfo.generation)))?;
     let mut places = Places {
         fs,
         parent_root: parent,

@@ -13,10 +13,13 @@ mod error;
 mod full;
 mod incremental;
 mod receive;
+mod resume;
 
 pub use error::{ReceiveError, SendError};
 pub use full::{SendOptions, SendStats, send_full};
 pub use incremental::send_incremental;
 pub use receive::{
-    CloneFrom, Falloc, NewInode, ReceiveStats, StreamSubvol, Target, apply, receive,
+    CloneFrom, Falloc, NewInode, Plain as PlainTarget, ReceiveStats, StreamSubvol, Target, apply,
+    receive, receive_plain,
 };
+pub use resume::ResumeToken;

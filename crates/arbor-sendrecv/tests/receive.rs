@@ -250,7 +250,7 @@ fn hostile_paths_are_refused_and_nothing_outside_the_new_subvolume_changes() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .contains("neither this subvolume nor the declared parent"),
+            .contains("not a read-only snapshot in the destination directory"),
         "{err}"
     );
     assert_eq!(fs.read_file(outside.ino, 0, 100).unwrap(), b"keep");

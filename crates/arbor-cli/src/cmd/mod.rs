@@ -6,6 +6,7 @@ pub mod diff;
 pub mod mkfs;
 pub mod mount;
 pub mod receive;
+pub mod receive_plain;
 pub mod send;
 pub mod subvolume;
 pub mod sync;

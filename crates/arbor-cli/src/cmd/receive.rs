@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 use arbor_ctl::{Request, Response};
 use std::io::{IsTerminal, Seek};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `arbor receive`.
@@ -27,6 +28,10 @@ pub struct Args {
     /// Show no progress bar (one shows only when stderr is a terminal).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Print the resume token of the unfinished receive DEST (a partial subvolume, or
+    /// a directory holding one) instead of receiving: give it to `arbor send --resume`.
+    #[arg(long)]
+    pub resume_token: bool,
     /// The directory to make the subvolumes in (not needed with --dump).
     #[arg(required_unless_present = "dump")]
     pub dest: Option<PathBuf>,
@@ -64,6 +69,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let Some(dest) = &args.dest else {
         bail!("receive needs a destination directory");
     };
+    if args.resume_token {
+        return print_resume_tokens(&Target::new(args.image.image.as_deref())?, dest);
+    }
+    // Not on an arbor mount: re-created there with ordinary system calls.
+    if args.image.image.is_none() && !super::receive_plain::on_arbor(dest)? {
+        return super::receive_plain::run(dest, input, progress::wanted(args.quiet).then(new_bar));
+    }
     let t = Target::new(args.image.image.as_deref())?;
     let dest_ino = t.ino(dest)?;
     let bar = progress::wanted(args.quiet).then(new_bar);
@@ -99,7 +111,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     commands,
                     ..
                 } => (subvolumes.len(), commands),
-                Response::Error { message, .. } => bail!("{message}"),
+                Response::Error { message, .. } => bail!("{message}{}", resume_hint(&t, dest)),
                 other => bail!("unexpected response to a receive request: {other:?}"),
             }
         }
@@ -111,7 +123,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 std::io::BufReader::with_capacity(1 << 20, input),
             );
             fs.sync().context("commit failed")?;
-            let s = r?;
+            let s = r.map_err(|e| anyhow::anyhow!("{e}{}", resume_hint(&t, dest)))?;
             (s.subvolumes.len(), s.commands)
         }
     };
@@ -120,6 +132,71 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     eprintln!("received {subvolumes} subvolume(s), {commands} commands");
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a failed receive: how to resume it, if it left an unfinished subvolume.
+fn resume_hint(t: &Target, dest: &Path) -> String {
+    match unfinished(t, dest) {
+        Ok(found) if !found.is_empty() => format!(
+            "\nwhat arrived is kept in the unfinished subvolume {}: resume with `arbor send --resume $(arbor receive --resume-token {}) SNAPSHOT | arbor receive {}`",
+            found[0].0,
+            dest.display(),
+            dest.display()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// `--resume-token`: the token of the unfinished receive `path`, or of those in
+/// directory `path` (one per line, with its name, when there are several).
+fn print_resume_tokens(t: &Target, path: &Path) -> Result<ExitCode> {
+    let found = unfinished(t, path)?;
+    match found.as_slice() {
+        [] => bail!("{}: no unfinished receive here", path.display()),
+        [(_, token)] => println!("{token}"),
+        many => {
+            for (name, token) in many {
+                println!("{name}\t{token}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The unfinished receives `path` is or holds: (name, resume token).
+fn unfinished(t: &Target, path: &Path) -> Result<Vec<(String, String)>> {
+    let ino = t.ino(path)?;
+    let all = match t.call(path, &Request::SubvolList { usage: false })? {
+        Response::Subvols(v) => v,
+        other => bail!("unexpected response to a list request: {other:?}"),
+    };
+    let token_of = |ino: u64| {
+        all.iter()
+            .find(|v| v.root_ino == ino)
+            .and_then(|v| v.resume_token.clone())
+    };
+    if let Some(token) = token_of(ino) {
+        return Ok(vec![(path.display().to_string(), token)]);
+    }
+    let children: Vec<(String, u64)> = match t {
+        Target::Mounted => std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let ino = e.metadata().ok()?.ino();
+                Some((e.file_name().to_string_lossy().into_owned(), ino))
+            })
+            .collect(),
+        Target::Image(fs) => fs
+            .readdir(ino, 2, usize::MAX)?
+            .into_iter()
+            .map(|e| (String::from_utf8_lossy(&e.name).into_owned(), e.ino))
+            .collect(),
+    };
+    Ok(children
+        .into_iter()
+        .filter_map(|(name, ino)| token_of(ino).map(|t| (name, t)))
+        .collect())
 }
 
 /// The bytes left to read in `input` when it is a regular file (a total for the bar);

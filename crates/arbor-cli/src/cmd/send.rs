@@ -35,6 +35,11 @@ pub struct Args {
     /// Show no progress bar (one shows only when stderr is a terminal).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Continue an interrupted receive: send only what it has not applied. TOKEN is
+    /// what `arbor receive --resume-token` (or `subvolume show`) prints on the
+    /// receiving side; give the same snapshot, -p, -c and --proto as the first time.
+    #[arg(long, value_name = "TOKEN")]
+    pub resume: Option<String>,
     /// The read-only snapshots to send, one stream after the other.
     #[arg(required = true)]
     pub snapshots: Vec<PathBuf>,
@@ -42,6 +47,15 @@ pub struct Args {
 
 /// `arbor send`.
 pub fn run(args: &Args) -> Result<ExitCode> {
+    let resume = args
+        .resume
+        .as_deref()
+        .map(arbor_sendrecv::ResumeToken::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if resume.is_some() && args.snapshots.len() != 1 {
+        bail!("--resume continues the receive of one snapshot: give exactly one");
+    }
     let t = Target::new(args.image.image.as_deref())?;
     let parent = args.parent.as_ref().map(|p| t.ino(p)).transpose()?;
     let clone_sources = args
@@ -84,6 +98,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     version: args.proto,
                     no_data: args.no_data,
                     clone_sources: clone_sources.clone(),
+                    resume: args.resume.clone(),
                 };
                 let response = match &bar {
                     None => arbor_ctl::call_with_file(&socket, &req, out.as_fd())?,
@@ -121,6 +136,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     version: args.proto,
                     no_data: args.no_data,
                     clone_sources: clone_sources.clone(),
+                    resume,
                 };
                 let s = match parent {
                     Some(p) => arbor_sendrecv::send_incremental(fs, p, root, &name, &mut w, opts)?,

@@ -331,6 +331,11 @@ fn show_text(s: &SubvolView, all: &[SubvolView]) -> String {
     for p in snapshots {
         out.push_str(&format!("\t\t\t\t{p}\n"));
     }
+    if let Some(token) = &s.resume_token {
+        out.push_str(&format!(
+            "\tReceive:\t\tunfinished (not a snapshot yet)\n\tResume token:\t\t{token}\n"
+        ));
+    }
     out
 }
 

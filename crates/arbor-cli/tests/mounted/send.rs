@@ -405,3 +405,127 @@ fn a_send_with_a_clone_source_clones_through_the_mount() {
     let text = rsync_differences(&m.path("y"), &m.path("recv/y"));
     assert_eq!(text, "", "rsync sees differences:\n{text}");
 }
+
+/// A receive cut short leaves a partial subvolume with a resume token (`receive
+/// --resume-token`, `subvolume show`); `send --resume TOKEN` sends only the rest, which
+/// `btrfs receive` refuses to apply alone, and `arbor receive` finishes the subvolume.
+#[test]
+fn an_interrupted_receive_resumes_with_its_token_through_the_mount() {
+    let m = Mount::new("256M", "");
+    let p = |s: &str| m.path(s).to_str().unwrap().to_string();
+    ok(
+        arbor()
+            .args(["subvolume", "create", &p("vol")])
+            .output()
+            .unwrap(),
+        "create",
+    );
+    run(Command::new("sh").args([
+        "-c",
+        &format!(
+            "set -e; cd {}; mkdir -p a b ../recv; for i in $(seq 1 40); do \
+             head -c $((i * 50000)) /dev/urandom > a/f$i; echo $i > b/s$i; done",
+            p("vol")
+        ),
+    ]));
+    ok(
+        arbor()
+            .args(["subvolume", "snapshot", "-r", &p("vol"), &p("s")])
+            .output()
+            .unwrap(),
+        "snapshot",
+    );
+    let dir = m.dir.path();
+    let (whole, cut, rest) = (dir.join("whole"), dir.join("cut"), dir.join("rest"));
+    ok(
+        arbor()
+            .args(["send", "-q", "-f"])
+            .arg(&whole)
+            .arg(m.path("s"))
+            .output()
+            .unwrap(),
+        "send",
+    );
+    let bytes = std::fs::read(&whole).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() * 3 / 5]).unwrap();
+    let out = arbor()
+        .args(["receive", "-q", "-f"])
+        .arg(&cut)
+        .arg(m.path("recv"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a cut stream is not received: {out:?}"
+    );
+    let token = ok(
+        arbor()
+            .args(["receive", "--resume-token"])
+            .arg(m.path("recv"))
+            .output()
+            .unwrap(),
+        "resume-token",
+    );
+    let token = token.trim().to_string();
+    assert_eq!(token.len(), 138, "{token}");
+    let show = ok(
+        arbor()
+            .args(["subvolume", "show"])
+            .arg(m.path("recv/s"))
+            .output()
+            .unwrap(),
+        "show",
+    );
+    assert!(
+        show.contains(&format!("Resume token:\t\t{token}")),
+        "{show}"
+    );
+    assert!(!show.contains("readonly"), "{show}");
+    ok(
+        arbor()
+            .args(["send", "-q", "--resume", &token, "-f"])
+            .arg(&rest)
+            .arg(m.path("s"))
+            .output()
+            .unwrap(),
+        "send --resume",
+    );
+    let rest_len = std::fs::metadata(&rest).unwrap().len() as usize;
+    assert!(
+        rest_len < bytes.len() / 2,
+        "only the rest is sent: {rest_len} of {}",
+        bytes.len()
+    );
+    let dump = Command::new("btrfs")
+        .args(["receive", "--dump", "-f"])
+        .arg(&rest)
+        .output()
+        .unwrap();
+    assert!(
+        !dump.status.success(),
+        "btrfs refuses a stream's tail: {dump:?}"
+    );
+    ok(
+        arbor()
+            .args(["receive", "-q", "-f"])
+            .arg(&rest)
+            .arg(m.path("recv"))
+            .output()
+            .unwrap(),
+        "receive the rest",
+    );
+    let text = rsync_differences(&m.path("s"), &m.path("recv/s"));
+    assert_eq!(text, "", "rsync sees differences:\n{text}");
+    let show = ok(
+        arbor()
+            .args(["subvolume", "show"])
+            .arg(m.path("recv/s"))
+            .output()
+            .unwrap(),
+        "show",
+    );
+    assert!(
+        show.contains("readonly") && !show.contains("Resume token"),
+        "{show}"
+    );
+}

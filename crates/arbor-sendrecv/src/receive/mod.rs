@@ -2,6 +2,7 @@
 //! the place the stream is re-created in.
 //!
 //! * `native.rs`: into arbor, through the filesystem model, with no FUSE round trips.
+//! * `plain.rs`: into a directory on any other filesystem, with ordinary system calls.
 //!
 //! Whatever the stream says, nothing outside the subvolume being received is touched:
 //! every path is checked here (no `..`, `.`, empty or absolute parts) and resolved by
@@ -13,13 +14,16 @@
 
 mod native;
 pub(crate) mod paths;
+mod plain;
 mod target;
 
 pub use native::receive;
+pub use plain::{Plain, receive_plain};
 pub use target::{CloneFrom, Falloc, NewInode, StreamSubvol, Target};
 
 use crate::error::ReceiveError;
-use arbor_send::{Command, StreamReader};
+use crate::resume;
+use arbor_send::{Command, CommandInfo, StreamReader};
 use paths::{components, names, single_name, split};
 use std::io::Read;
 
@@ -42,24 +46,44 @@ const S_IFMT: u32 = 0o170000;
 /// the error names by index and byte offset; the subvolume being made then stays
 /// unfinished (never marked received).
 pub fn apply<T: Target, R: Read>(target: &mut T, input: R) -> Result<ReceiveStats, ReceiveError> {
-    let reader = StreamReader::new(input)?;
+    let mut reader = StreamReader::new(input)?;
     let mut d = Dispatch {
         target,
+        pending: None,
+        pending_at: None,
+        failed_start: None,
         current: None,
+        count: 0,
+        digest: 0,
         stats: ReceiveStats::default(),
     };
-    for item in reader {
+    // Not a `for` loop: the reader's version is read as it goes.
+    #[allow(clippy::while_let_on_iterator)]
+    while let Some(item) = reader.next() {
         let (info, cmd) = item?;
         let name = cmd.kind().name();
-        d.apply(cmd).map_err(|reason| ReceiveError::Command {
-            index: info.index,
-            offset: info.offset,
-            command: name,
-            reason,
-        })?;
+        let announcing = matches!(cmd, Command::Subvol { .. } | Command::Snapshot { .. });
+        d.step(cmd, reader.version(), reader.is_resumed())
+            .map_err(|reason| {
+                // A subvol or snapshot command that could not be acted on is named as
+                // the failing command, not the one after it.
+                let (info, command) = match d.failed_start.take() {
+                    Some(at) => at,
+                    None => (info, name),
+                };
+                ReceiveError::Command {
+                    index: info.index,
+                    offset: info.offset,
+                    command,
+                    reason,
+                }
+            })?;
+        if announcing {
+            d.pending_at = Some((info, name));
+        }
         d.stats.commands += 1;
     }
-    if d.current.is_some() {
+    if d.current.is_some() || d.pending.is_some() {
         return Err(ReceiveError::Truncated);
     }
     Ok(d.stats)
@@ -67,8 +91,18 @@ pub fn apply<T: Target, R: Read>(target: &mut T, input: R) -> Result<ReceiveStat
 
 struct Dispatch<'t, T> {
     target: &'t mut T,
+    /// A subvol or snapshot command not acted on yet: the next command says whether
+    /// it starts the subvolume or resumes an unfinished receive of it.
+    pending: Option<StreamSubvol>,
+    /// Where that command is in the stream, and its name; and the same once acting on
+    /// it failed (for the error).
+    pending_at: Option<(CommandInfo, &'static str)>,
+    failed_start: Option<(CommandInfo, &'static str)>,
     /// The subvolume being received.
     current: Option<StreamSubvol>,
+    /// Commands applied after its subvol command, and their digest.
+    count: u64,
+    digest: u32,
     stats: ReceiveStats,
 }
 
@@ -91,44 +125,127 @@ impl<T: Target> Dispatch<'_, T> {
             .ok_or_else(|| "a command before the first subvol or snapshot command".to_string())
     }
 
-    fn begin(&mut self, s: StreamSubvol) -> Result<(), String> {
-        if self.current.is_some() {
+    /// A subvol or snapshot command: acted on with the next command.
+    fn announce(&mut self, s: StreamSubvol) -> Result<(), String> {
+        if self.current.is_some() || self.pending.is_some() {
             return Err("a second subvolume in one stream before END".into());
         }
         single_name(&s.name)?;
-        self.target.begin(&s)?;
-        self.current = Some(s);
+        self.pending = Some(s);
         Ok(())
     }
 
-    fn apply(&mut self, cmd: Command) -> Result<(), String> {
-        if !matches!(cmd, Command::Subvol { .. } | Command::Snapshot { .. }) {
-            self.current()?;
+    /// Applies one command, holding the target's commits off around it and noting
+    /// the progress after it.
+    fn step(&mut self, cmd: Command, version: u32, resumed: bool) -> Result<(), String> {
+        let resuming = matches!(cmd, Command::ArborResume { .. });
+        if resuming && !resumed {
+            return Err("arbor_resume in a stream whose header does not say it resumes".into());
         }
-        let t = &mut *self.target;
+        if resumed && self.pending.is_some() && !resuming {
+            return Err(
+                "a resumed stream without arbor_resume after its subvol or snapshot command".into(),
+            );
+        }
+        self.step_checked(cmd, version)
+    }
+
+    fn step_checked(&mut self, cmd: Command, version: u32) -> Result<(), String> {
         match cmd {
             Command::Subvol {
                 path,
                 uuid,
                 ctransid,
-            } => self.begin(StreamSubvol {
-                name: path,
-                uuid,
-                ctransid,
-                parent: None,
-            })?,
+            } => {
+                return self.announce(StreamSubvol {
+                    name: path,
+                    uuid,
+                    ctransid,
+                    parent: None,
+                    version,
+                });
+            }
             Command::Snapshot {
                 path,
                 uuid,
                 ctransid,
                 clone_uuid,
                 clone_ctransid,
-            } => self.begin(StreamSubvol {
-                name: path,
+            } => {
+                return self.announce(StreamSubvol {
+                    name: path,
+                    uuid,
+                    ctransid,
+                    parent: Some((clone_uuid, clone_ctransid)),
+                    version,
+                });
+            }
+            Command::ArborResume {
                 uuid,
                 ctransid,
-                parent: Some((clone_uuid, clone_ctransid)),
-            })?,
+                skip,
+            } => {
+                let s = self.pending.take().ok_or_else(|| {
+                    "arbor_resume does not directly follow a subvol or snapshot command".to_string()
+                })?;
+                if (uuid, ctransid) != (s.uuid, s.ctransid) {
+                    return Err("arbor_resume names another subvolume than the stream".into());
+                }
+                self.pending_at = None;
+                self.digest = self.target.resume(&s, skip)?;
+                self.count = skip;
+                self.current = Some(s);
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.target.hold()?;
+        let r = self.start_pending().and_then(|()| {
+            let d = resume::digest_of(self.digest, &cmd);
+            let end = cmd == Command::End;
+            self.apply(cmd)?;
+            Ok((d, end))
+        });
+        match r {
+            Ok((d, end)) => {
+                if end {
+                    self.count = 0;
+                    self.digest = 0;
+                } else {
+                    self.count += 1;
+                    self.digest = d;
+                }
+                self.target.done(Some((self.count, self.digest)));
+                Ok(())
+            }
+            Err(e) => {
+                self.target.done(None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the subvolume a subvol or snapshot command announced.
+    fn start_pending(&mut self) -> Result<(), String> {
+        if let Some(s) = self.pending.take() {
+            if let Err(e) = self.target.begin(&s) {
+                self.failed_start = self.pending_at.take();
+                return Err(e);
+            }
+            self.current = Some(s);
+            self.count = 0;
+            self.digest = 0;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, cmd: Command) -> Result<(), String> {
+        self.current()?;
+        let t = &mut *self.target;
+        match cmd {
+            Command::Subvol { .. } | Command::Snapshot { .. } | Command::ArborResume { .. } => {
+                return Err("handled before".into());
+            }
             Command::Mkfile { path, .. } => t.make(entry(&path)?, NewInode::File)?,
             Command::Mkdir { path, .. } => t.make(entry(&path)?, NewInode::Dir)?,
             Command::Mknod {

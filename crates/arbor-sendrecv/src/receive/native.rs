@@ -8,7 +8,10 @@ use super::target::{CloneFrom, Falloc, NewInode, StreamSubvol, Target};
 use super::{ReceiveStats, apply};
 use crate::error::ReceiveError;
 use arbor_fs::ino::Loc;
-use arbor_fs::{Caller, Fs, FsError, RenameFlags, SetAttr, SetTime, SubvolInfo, Time, XattrFlags};
+use arbor_fs::subvol_items::ReceiveProgress;
+use arbor_fs::{
+    Caller, CommitHold, Fs, FsError, RenameFlags, SetAttr, SetTime, SubvolInfo, Time, XattrFlags,
+};
 use arbor_send::Timespec;
 use std::collections::HashMap;
 use std::io::Read;
@@ -45,6 +48,8 @@ struct Current {
     ctransid: u64,
     /// The declared parent's root here, for clones.
     parent_root: Option<u64>,
+    /// What the progress note says of the stream.
+    note: ReceiveProgress,
 }
 
 /// Receives into a directory of an arbor filesystem.
@@ -55,6 +60,8 @@ pub(crate) struct Native<'a> {
     current: Option<Current>,
     /// Paths resolved since the last rename or removal.
     cache: HashMap<Vec<u8>, u64>,
+    /// Commits wait while a command applies (see [`Target::hold`]).
+    hold: Option<CommitHold<'a>>,
 }
 
 impl<'a> Native<'a> {
@@ -70,6 +77,7 @@ impl<'a> Native<'a> {
             dest,
             current: None,
             cache: HashMap::new(),
+            hold: None,
         })
     }
 
@@ -140,17 +148,98 @@ impl<'a> Native<'a> {
 
     fn start(&mut self, s: &StreamSubvol, root: u64, id: u64, parent_root: Option<u64>) {
         self.cache.clear();
+        let (parent_uuid, parent_ctransid) = s.parent.unwrap_or_default();
+        let note = ReceiveProgress {
+            uuid: s.uuid,
+            ctransid: s.ctransid,
+            parent_uuid,
+            parent_ctransid,
+            version: s.version,
+            ..Default::default()
+        };
+        self.fs.set_receive_progress(id, Some(note));
         self.current = Some(Current {
             root,
             id,
             uuid: s.uuid,
             ctransid: s.ctransid,
             parent_root,
+            note,
         });
     }
 }
 
-impl Target for Native<'_> {
+impl<'a> Target for Native<'a> {
+    fn hold(&mut self) -> Result<(), String> {
+        self.hold = Some(self.fs.hold_commits().map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn done(&mut self, progress: Option<(u64, u32)>) {
+        if let (Some((applied, digest)), Some(c)) = (progress, self.current.as_mut()) {
+            c.note.applied = applied;
+            c.note.digest = digest;
+            self.fs.set_receive_progress(c.id, Some(c.note));
+        }
+        self.hold = None;
+    }
+
+    fn resume(&mut self, s: &StreamSubvol, skip: u64) -> Result<u32, String> {
+        let name = String::from_utf8_lossy(&s.name).into_owned();
+        // Notes still in memory get the subvolume's generation as they are written.
+        self.fs.sync().map_err(|e| e.to_string())?;
+        let ino = self
+            .fs
+            .lookup(self.dest, &s.name)
+            .map_err(|e| format!("{name}: {e}: nothing to resume"))?
+            .ino;
+        let at = Loc::of(ino).map_err(|e| e.to_string())?;
+        if at.ino != arbor_fs::ROOT_INO || at == Loc::of(self.dest).map_err(|e| e.to_string())? {
+            return Err(format!("{name} is not a subvolume: nothing to resume"));
+        }
+        let info = self.fs.subvol_info(at.subvol).map_err(|e| e.to_string())?;
+        let note = self
+            .fs
+            .receive_progress(at.subvol)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{name} is not an unfinished receive"))?;
+        if (note.uuid, note.ctransid) != (s.uuid, s.ctransid)
+            || s.parent.unwrap_or_default() != (note.parent_uuid, note.parent_ctransid)
+        {
+            return Err(format!(
+                "{name} is the unfinished receive of another stream (uuid {})",
+                hex(&note.uuid)
+            ));
+        }
+        if note.version != s.version {
+            return Err(format!(
+                "{name} was received from a version {} stream, this one is version {}",
+                note.version, s.version
+            ));
+        }
+        if note.applied != skip {
+            return Err(format!(
+                "the stream resumes after {skip} commands, but {name} stopped after {}: use its resume token",
+                note.applied
+            ));
+        }
+        if info.generation != note.generation {
+            return Err(format!(
+                "{name} changed since its receive stopped; delete it and receive again"
+            ));
+        }
+        let parent_root = match s.parent {
+            Some((uuid, ctransid)) => Some(self.find(uuid, ctransid, "parent subvolume")?.root),
+            None => None,
+        };
+        self.start(s, info.root, info.id, parent_root);
+        if let Some(c) = self.current.as_mut() {
+            c.note = note;
+        }
+        self.fs.set_receive_progress(info.id, Some(note));
+        Ok(note.digest)
+    }
+
     fn begin(&mut self, s: &StreamSubvol) -> Result<(), String> {
         let Some((parent_uuid, parent_ctransid)) = s.parent else {
             let info = self
@@ -364,6 +453,7 @@ impl Target for Native<'_> {
         self.fs
             .subvol_set_read_only(c.id, true)
             .map_err(|e| e.to_string())?;
+        self.fs.set_receive_progress(c.id, None);
         Ok(c.root)
     }
 }

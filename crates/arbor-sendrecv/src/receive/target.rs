@@ -18,6 +18,8 @@ pub struct StreamSubvol {
     /// For an incremental stream: the parent's UUID (as the stream names it) and
     /// transaction, which the receiver must already have.
     pub parent: Option<([u8; 16], u64)>,
+    /// The stream's version.
+    pub version: u32,
 }
 
 /// What a make command makes.
@@ -59,6 +61,23 @@ pub struct Falloc {
 pub trait Target {
     /// Starts the subvolume `s` (a subvol or snapshot command).
     fn begin(&mut self, s: &StreamSubvol) -> Result<(), String>;
+    /// Continues the unfinished receive of `s`, which applied its first `skip`
+    /// commands already (the stream's `arbor_resume` command); returns the digest of
+    /// those commands the target noted. A target that keeps no progress refuses.
+    fn resume(&mut self, s: &StreamSubvol, skip: u64) -> Result<u32, String> {
+        let _ = (s, skip);
+        Err("this destination cannot resume a receive".into())
+    }
+    /// Called before each command: a target that notes its progress holds commits off
+    /// until [`Target::done`], so that the note and the state never part.
+    fn hold(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Called after each command (`Some`: it applied, and now `count` commands after
+    /// the subvol command have, with `digest`; `None`: it failed).
+    fn done(&mut self, progress: Option<(u64, u32)>) {
+        let _ = progress;
+    }
     fn make(&mut self, path: &[u8], what: NewInode<'_>) -> Result<(), String>;
     fn rename(&mut self, from: &[u8], to: &[u8]) -> Result<(), String>;
     /// Gives the inode at `existing` the further name `path`.

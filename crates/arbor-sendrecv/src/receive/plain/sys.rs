@@ -9,7 +9,7 @@
 //! cannot lead it out either. The calls that then act on a last name (`mkdirat`,
 //! `renameat`, `linkat`, `unlinkat`...) never follow it.
 
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self, FileType, Mode, OFlags, ResolveFlags, Stat, XattrFlags};
 use rustix::io::Errno;
 
@@ -42,15 +42,15 @@ pub(super) fn open_beneath(
     flags: OFlags,
 ) -> Result<OwnedFd, Errno> {
     let path: &[u8] = if path.is_empty() { b"." } else { path };
+    // openat2 refuses O_PATH with anything but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC.
+    let flags = if flags.contains(OFlags::PATH) {
+        flags | OFlags::CLOEXEC
+    } else {
+        flags | OFlags::CLOEXEC | OFlags::NOCTTY
+    };
     let mut tries = 0;
     loop {
-        match fs::openat2(
-            dir,
-            path,
-            flags | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-            resolve_flags(),
-        ) {
+        match fs::openat2(dir, path, flags, Mode::empty(), resolve_flags()) {
             Err(Errno::AGAIN) if tries < 32 => tries += 1,
             r => return r,
         }
@@ -197,7 +197,11 @@ fn grow(mut f: impl FnMut(&mut [u8]) -> Result<usize, Errno>) -> Result<Vec<u8>,
 }
 
 /// Writes all of `data` at `offset`.
-pub(super) fn pwrite_all(fd: BorrowedFd<'_>, mut offset: u64, mut data: &[u8]) -> Result<(), Errno> {
+pub(super) fn pwrite_all(
+    fd: BorrowedFd<'_>,
+    mut offset: u64,
+    mut data: &[u8],
+) -> Result<(), Errno> {
     while !data.is_empty() {
         match rustix::io::pwrite(fd, data, offset) {
             Ok(0) => return Err(Errno::IO),
@@ -226,7 +230,9 @@ pub(super) fn copy_range(
 ) -> Result<u64, Errno> {
     let mut done = 0;
     while done < len {
-        let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(1 << 30);
+        let want = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
         match fs::copy_file_range(src, Some(&mut src_off), dst, Some(&mut dst_off), want) {
             Ok(0) => break,
             Ok(n) => done += n as u64,
@@ -250,7 +256,9 @@ fn copy_by_hand(
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0;
     while done < len {
-        let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
+        let want = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = match rustix::io::pread(src, &mut buf[..want], src_off) {
             Ok(0) => break,
             Ok(n) => n,
@@ -332,7 +340,9 @@ pub(super) fn fallocate(
 fn write_zeros(fd: BorrowedFd<'_>, mut from: u64, to: u64) -> Result<(), Errno> {
     let zeros = vec![0u8; 1 << 20];
     while from < to {
-        let n = usize::try_from(to - from).unwrap_or(usize::MAX).min(zeros.len());
+        let n = usize::try_from(to - from)
+            .unwrap_or(usize::MAX)
+            .min(zeros.len());
         pwrite_all(fd, from, &zeros[..n])?;
         from += n as u64;
     }
