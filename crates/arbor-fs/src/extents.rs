@@ -23,6 +23,8 @@ pub struct DataPiece {
     /// or its file is in a snapshot that has since diverged), so another file may
     /// share it.
     pub shared: bool,
+    /// The transaction that wrote the data: no snapshot older than that holds it.
+    pub generation: u64,
 }
 
 fn piece(fo: u64, fe: &FileExtent) -> Option<DataPiece> {
@@ -32,6 +34,7 @@ fn piece(fo: u64, fe: &FileExtent) -> Option<DataPiece> {
         disk_bytenr: fe.disk_bytenr,
         extent_offset: fe.offset,
         shared: false,
+        generation: fe.generation,
     })
 }
 

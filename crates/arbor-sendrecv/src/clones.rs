@@ -7,7 +7,8 @@
 //! overlapping places. The stream's own extents are remembered as they are sent. A
 //! clone source is searched through an index of all its extents, built the first
 //! time the send meets a data extent that more than one item refers to (only such an
-//! extent can be in another file); a send of data nobody shares never builds one.
+//! extent can be in another file) and that was written before the source was made; a
+//! send of new data, or of data nobody shares, never builds one.
 //!
 //! Clones are of whole blocks only, as the btrfs clone ioctl requires; a partial last
 //! block is written.
@@ -167,6 +168,10 @@ impl Clones {
             return Ok(best);
         }
         for source in &mut self.sources {
+            // Data written after the source was made cannot be in it.
+            if p.generation > source.ctransid {
+                continue;
+            }
             if source.index.is_none() {
                 let mut index: HashMap<u64, Vec<(u64, Span)>> = HashMap::new();
                 for (ino, piece) in fs

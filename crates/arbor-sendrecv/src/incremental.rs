@@ -250,7 +250,10 @@ pub fn send_incremental<W: Write>(
             }
             if inode.is_reg() {
                 for &(from, to) in &c.data_ranges {
-                    s.range(&path, &inode, from, to.min(inode.size), true)?;
+                    let to = to.min(inode.size);
+                    for (a, b) in differing(fs, pglobal(ino), inode.ino, from, to, old.size)? {
+                        s.range(&path, &inode, a, b, true)?;
+                    }
                 }
                 if inode.size != old.size {
                     s.emit(Command::Truncate {
@@ -285,6 +288,57 @@ pub fn send_incremental<W: Write>(
         s.times(&path, &inode)?;
     }
     s.finish()
+}
+
+/// The parts of `[from, to)` of a file whose bytes may differ between its old version
+/// `old` (of `old_size` bytes) and its new one `new`: all of it but where both map the
+/// same bytes of the same data extent below the old size. An extent item that only got
+/// shorter or was split (an append rewrites the last block; a punch splits an extent)
+/// differs as an item, but most of its bytes are the parent's, which the receiver has.
+fn differing(
+    fs: &Fs,
+    old: u64,
+    new: u64,
+    from: u64,
+    to: u64,
+    old_size: u64,
+) -> Result<Vec<(u64, u64)>, SendError> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    let pieces = |ino| fs.data_pieces(ino, from, to).map_err(SendError::fs(b""));
+    let (olds, news) = (pieces(old)?, pieces(new)?);
+    let mut same: Vec<(u64, u64)> = Vec::new();
+    for n in &news {
+        for o in olds.iter().filter(|o| o.disk_bytenr == n.disk_bytenr) {
+            // Both map file offset x to extent offset x - base.
+            let base = |p: &arbor_fs::DataPiece| p.file_offset.wrapping_sub(p.extent_offset);
+            if base(n) != base(o) {
+                continue;
+            }
+            let a = n.file_offset.max(o.file_offset).max(from);
+            let b = (n.file_offset + n.len)
+                .min(o.file_offset + o.len)
+                .min(to)
+                .min(old_size);
+            if a < b {
+                same.push((a, b));
+            }
+        }
+    }
+    same.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = from;
+    for (a, b) in same {
+        if a > at {
+            out.push((at, a));
+        }
+        at = at.max(b);
+    }
+    if at < to {
+        out.push((at, to));
+    }
+    Ok(out)
 }
 
 /// Makes the receiver's xattrs of a file what the new snapshot has.

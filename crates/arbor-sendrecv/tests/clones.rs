@@ -226,3 +226,49 @@ fn a_clone_from_a_snapshot_outside_the_destination_is_refused() {
     let e = receive(&dst, ROOT_INO, &ys2[..]).unwrap_err().to_string();
     assert!(e.contains("not a read-only snapshot"), "{e}");
 }
+
+#[test]
+fn an_append_or_a_punch_sends_only_the_bytes_that_changed() {
+    let fs = fresh();
+    let vol = fs.subvol_create(ROOT_INO, b"vol", who()).unwrap().root;
+    let log = file(&fs, vol, "log", &pattern(MIB - 1000, 6));
+    let img = file(&fs, vol, "img", &pattern(MIB, 7));
+    let s1 = fs.subvol_snapshot(vol, ROOT_INO, b"s1", true).unwrap();
+    fs.write_file(log, (MIB - 1000) as u64, &pattern(3000, 8), false)
+        .unwrap();
+    let punch = arbor_fs::FallocMode {
+        keep_size: true,
+        punch_hole: true,
+        zero_range: false,
+    };
+    fs.fallocate(img, 65_536, 8192, punch).unwrap();
+    let s2 = fs.subvol_snapshot(vol, ROOT_INO, b"s2", true).unwrap();
+    for version in [1, 2] {
+        let dst = fresh();
+        let (base, _) = full(&fs, s1.root, b"s1", opts(version, vec![]));
+        receive(&dst, ROOT_INO, &base[..]).unwrap();
+        let mut inc = Vec::new();
+        let stats = send_incremental(
+            &fs,
+            s1.root,
+            s2.root,
+            b"s2",
+            &mut inc,
+            opts(version, vec![]),
+        )
+        .unwrap();
+        // The appended bytes and the block they share with the old end; v1 sends the
+        // punched hole as zeros.
+        let hole = if version == 1 { 8192 } else { 0 };
+        assert!(
+            stats.data_bytes <= 3000 + 4096 + hole,
+            "v{version}: {stats:?}"
+        );
+        assert_eq!(stats.cloned_bytes, 0, "{stats:?}");
+        let got = receive(&dst, ROOT_INO, &inc[..]).unwrap().subvolumes[0];
+        assert_eq!(
+            describe(&dst, got, version >= 2),
+            describe(&fs, s2.root, version >= 2)
+        );
+    }
+}
