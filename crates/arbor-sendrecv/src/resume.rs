@@ -11,37 +11,21 @@
 use arbor_fs::subvol_items::ReceiveProgress;
 use arbor_send::{Command, CommandKind};
 
-/// What a receive that stopped had applied. Its text form is the resume token.
+/// What a receive that stopped had applied: its progress note without the
+/// generation (which only the receiver checks). Its text form is the resume token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResumeToken {
-    /// The subvolume the stream makes, as the stream names it.
-    pub uuid: [u8; 16],
-    pub ctransid: u64,
-    /// The parent of an incremental stream (zero for a full one).
-    pub parent_uuid: [u8; 16],
-    pub parent_ctransid: u64,
-    /// Stream version.
-    pub version: u32,
-    /// Commands applied after the subvol or snapshot command, and their digest.
-    pub applied: u64,
-    pub digest: u32,
-}
+pub struct ResumeToken(ReceiveProgress);
 
-/// The token's format, first byte of its binary form.
+/// The token's format, first byte of its binary form; the note's encoding and a
+/// crc32c of both follow.
 const TOKEN_FORMAT: u8 = 1;
-const TOKEN_LEN: usize = 1 + 16 + 8 + 16 + 8 + 4 + 8 + 4 + 4;
 
 impl ResumeToken {
     pub fn from_progress(p: &ReceiveProgress) -> Self {
-        Self {
-            uuid: p.uuid,
-            ctransid: p.ctransid,
-            parent_uuid: p.parent_uuid,
-            parent_ctransid: p.parent_ctransid,
-            version: p.version,
-            applied: p.applied,
-            digest: p.digest,
-        }
+        Self(ReceiveProgress {
+            generation: 0,
+            ..*p
+        })
     }
 
     /// The parent, for an incremental stream.
@@ -50,15 +34,8 @@ impl ResumeToken {
     }
 
     fn bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(TOKEN_LEN);
-        v.push(TOKEN_FORMAT);
-        v.extend_from_slice(&self.uuid);
-        v.extend_from_slice(&self.ctransid.to_le_bytes());
-        v.extend_from_slice(&self.parent_uuid);
-        v.extend_from_slice(&self.parent_ctransid.to_le_bytes());
-        v.extend_from_slice(&self.version.to_le_bytes());
-        v.extend_from_slice(&self.applied.to_le_bytes());
-        v.extend_from_slice(&self.digest.to_le_bytes());
+        let mut v = vec![TOKEN_FORMAT];
+        v.extend_from_slice(&self.0.encode());
         let crc = crc32c::crc32c(&v);
         v.extend_from_slice(&crc.to_le_bytes());
         v
@@ -68,43 +45,38 @@ impl ResumeToken {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let bad = |why: &str| format!("not a resume token ({why})");
-        if text.len() != 2 * TOKEN_LEN || !text.is_ascii() {
+        let len = 1 + ReceiveProgress::SIZE + 4;
+        if text.len() != 2 * len || !text.is_ascii() {
             return Err(bad("wrong length"));
         }
-        let mut b = Vec::with_capacity(TOKEN_LEN);
+        let mut b = Vec::with_capacity(len);
         for i in (0..text.len()).step_by(2) {
             b.push(u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| bad("not hex"))?);
         }
-        let (body, crc) = b.split_at(TOKEN_LEN - 4);
+        let (body, crc) = b.split_at(len - 4);
         let crc = u32::from_le_bytes(crc.try_into().map_err(|_| bad("short"))?);
         if crc32c::crc32c(body) != crc {
             return Err(bad("checksum mismatch: mistyped or cut?"));
         }
-        if body[0] != TOKEN_FORMAT {
+        let Some((&TOKEN_FORMAT, note)) = body.split_first() else {
             return Err(bad("unknown format"));
-        }
-        let mut at = 1;
-        let mut take = |n: usize| {
-            let s = &body[at..at + n];
-            at += n;
-            s
         };
-        let u16b = |s: &[u8]| {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(s);
-            a
-        };
-        let u64b = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
-        let u32b = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap_or([0; 4]));
-        Ok(Self {
-            uuid: u16b(take(16)),
-            ctransid: u64b(take(8)),
-            parent_uuid: u16b(take(16)),
-            parent_ctransid: u64b(take(8)),
-            version: u32b(take(4)),
-            applied: u64b(take(8)),
-            digest: u32b(take(4)),
-        })
+        let p = ReceiveProgress::decode(0, ReceiveProgress::key(0), note)
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(Self::from_progress(&p))
+    }
+}
+
+impl std::ops::Deref for ResumeToken {
+    type Target = ReceiveProgress;
+    fn deref(&self) -> &ReceiveProgress {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ResumeToken {
+    fn deref_mut(&mut self) -> &mut ReceiveProgress {
+        &mut self.0
     }
 }
 
@@ -134,15 +106,16 @@ mod tests {
 
     #[test]
     fn a_token_reads_back_and_a_changed_one_is_refused() {
-        let t = ResumeToken {
+        let t = ResumeToken::from_progress(&ReceiveProgress {
             uuid: [7; 16],
             ctransid: 42,
-            parent_uuid: [0; 16],
-            parent_ctransid: 0,
             version: 2,
             applied: 123_456,
             digest: 0xdead_beef,
-        };
+            generation: 99,
+            ..Default::default()
+        });
+        assert_eq!(t.generation, 0);
         let text = t.to_string();
         assert_eq!(ResumeToken::parse(&text), Ok(t));
         assert_eq!(t.parent(), None);

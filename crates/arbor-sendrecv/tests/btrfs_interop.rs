@@ -3,10 +3,13 @@
 //! owners, times, xattrs, hard links, symlinks and special files. Needs root, the
 //! btrfs-progs package and loop devices; skips (saying so) without them.
 
+mod common;
+
 use arbor_engine::MkfsOptions;
 use arbor_engine::storage::MemStorage;
-use arbor_fs::{Caller, Fs, FsOptions, ROOT_INO, SetAttr, SetTime, Time};
+use arbor_fs::{Fs, FsOptions, ROOT_INO, SetAttr, SetTime, Time};
 use arbor_sendrecv::{SendOptions, send_full, send_incremental};
+use common::{pattern, who};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -26,20 +29,6 @@ fn nix_uid() -> u32 {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(1)
-}
-
-fn who() -> Caller {
-    Caller {
-        uid: 0,
-        gid: 0,
-        umask: 0o022,
-    }
-}
-
-fn pattern(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
 }
 
 /// A tree with one of everything, snapshotted read-only as "snap1".

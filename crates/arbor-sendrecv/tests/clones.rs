@@ -6,24 +6,10 @@
 mod common;
 
 use arbor_fs::ino::Loc;
-use arbor_fs::{Caller, Fs, ROOT_INO};
+use arbor_fs::{Fs, ROOT_INO};
 use arbor_sendrecv::{SendOptions, SendStats, receive, send_full, send_incremental};
-use common::{describe, fresh};
+use common::{describe, fresh, pattern, who};
 use std::collections::BTreeSet;
-
-fn who() -> Caller {
-    Caller {
-        uid: 0,
-        gid: 0,
-        umask: 0o022,
-    }
-}
-
-fn pattern(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
-}
 
 fn file(fs: &Fs, dir: u64, name: &str, data: &[u8]) -> u64 {
     let ino = fs

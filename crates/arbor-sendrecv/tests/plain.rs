@@ -14,6 +14,7 @@ mod plain_support;
 use arbor_fs::{Caller, Fs, ROOT_INO, RenameFlags, SetAttr, SetTime, Time};
 use arbor_send::{Command, StreamWriter, Timespec};
 use arbor_sendrecv::{ReceiveError, SendOptions, receive_plain, send_full, send_incremental};
+use common::pattern;
 use plain_support::{Place, describe, gid, is_root, marker, normalize, uid};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,12 +25,6 @@ fn who() -> Caller {
         gid: gid(),
         umask: 0o022,
     }
-}
-
-fn pattern(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
 }
 
 fn mk(fs: &Fs, dir: u64, name: &str, mode: u32, rdev: u64, target: Option<&[u8]>) -> u64 {

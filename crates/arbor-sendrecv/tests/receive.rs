@@ -5,31 +5,17 @@
 
 mod common;
 
-use arbor_fs::{Caller, ROOT_INO};
+use arbor_fs::ROOT_INO;
 use arbor_send::{Command, StreamWriter, Timespec};
 use arbor_sendrecv::{ReceiveError, SendOptions, receive, send_full};
-use common::{describe, fresh};
+use common::{describe, fresh, pattern, who};
 use std::path::PathBuf;
-
-fn who() -> Caller {
-    Caller {
-        uid: 0,
-        gid: 0,
-        umask: 0o022,
-    }
-}
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../arbor-send/tests/fixtures")
         .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn pattern(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
 }
 
 #[test]

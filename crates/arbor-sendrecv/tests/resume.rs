@@ -10,25 +10,11 @@ mod common;
 use arbor_engine::MkfsOptions;
 use arbor_engine::storage::MemStorage;
 use arbor_fs::ino::Loc;
-use arbor_fs::{Caller, Fs, FsOptions, ROOT_INO};
+use arbor_fs::{Fs, FsOptions, ROOT_INO};
 use arbor_sendrecv::{ResumeToken, SendOptions, receive, send_full, send_incremental};
-use common::describe;
+use common::{describe, pattern, who};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-fn who() -> Caller {
-    Caller {
-        uid: 0,
-        gid: 0,
-        umask: 0o022,
-    }
-}
-
-fn pattern(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
-}
 
 fn new_fs() -> (Arc<MemStorage>, Fs) {
     let dev = Arc::new(MemStorage::new(256 << 20));
@@ -254,17 +240,13 @@ fn a_resume_that_does_not_fit_is_refused() {
     let e = send_full(&src, s1, b"s1", Vec::new(), opts(1, Some(t))).unwrap_err();
     assert!(e.to_string().contains("--proto 2"), "{e}");
     // A token that claims other commands were applied.
-    let forged = ResumeToken {
-        digest: t.digest ^ 1,
-        ..t
-    };
+    let mut forged = t;
+    forged.digest ^= 1;
     let e = send_full(&src, s1, b"s1", Vec::new(), opts(2, Some(forged))).unwrap_err();
     assert!(e.to_string().contains("not those this send makes"), "{e}");
     // A stream that resumes at another point than the receive stopped.
-    let early = ResumeToken {
-        applied: t.applied - 1,
-        ..t
-    };
+    let mut early = t;
+    early.applied -= 1;
     let mut out = Vec::new();
     // (the sender cannot check this digest; the receiver refuses the count)
     let _ = send_full(&src, s1, b"s1", &mut out, opts(2, Some(early)));

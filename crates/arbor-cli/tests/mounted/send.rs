@@ -467,7 +467,7 @@ fn an_interrupted_receive_resumes_with_its_token_through_the_mount() {
         "resume-token",
     );
     let token = token.trim().to_string();
-    assert_eq!(token.len(), 138, "{token}");
+    assert_eq!(token.len(), 154, "{token}");
     let show = ok(
         arbor()
             .args(["subvolume", "show"])

@@ -4,13 +4,29 @@
 
 use arbor_engine::MkfsOptions;
 use arbor_engine::storage::MemStorage;
-use arbor_fs::{Fs, FsOptions};
+use arbor_fs::{Caller, Fs, FsOptions};
 use std::sync::Arc;
 
 pub fn fresh() -> Fs {
     let dev = Arc::new(MemStorage::new(256 << 20));
     Fs::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     Fs::open(dev, &FsOptions::default()).unwrap()
+}
+
+/// Root, with umask 022: who the tests make files as.
+pub fn who() -> Caller {
+    Caller {
+        uid: 0,
+        gid: 0,
+        umask: 0o022,
+    }
+}
+
+/// `n` bytes that differ with `seed` and do not repeat within a block.
+pub fn pattern(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
 }
 
 pub fn fnv(d: &[u8]) -> u32 {
