@@ -176,6 +176,7 @@ pub fn send_incremental<W: Write>(
                 .retain(|(d, n)| !(d == dir && n == name));
         }
     }
+    let mut used_orphans = !doomed_dirs.is_empty();
     // 2. The deleted directories are empty orphans now.
     for path in doomed_dirs {
         s.emit(Command::Rmdir { path })?;
@@ -193,6 +194,7 @@ pub fn send_incremental<W: Write>(
         places.names.insert(ino, vec![(ROOT_INO, path.clone())]);
         orphans.insert(ino, path);
     }
+    used_orphans |= !orphans.is_empty();
     // 4. Attach every name that comes: directories by depth, then the rest.
     let mut dir_adds = Vec::new();
     let mut other_adds = Vec::new();
@@ -282,6 +284,12 @@ pub fn send_incremental<W: Write>(
         if inode.is_dir() {
             dirs.push((depth(fs, root, ino)?, path, inode));
         }
+    }
+    // Orphan names come and go in the root: on the receiver that changes its times,
+    // which must end as the new snapshot has them even if nothing else changed it.
+    if used_orphans && !dirs.iter().any(|d| d.1.is_empty()) {
+        let top = fs.getattr(root).map_err(SendError::fs(b""))?;
+        dirs.push((0, Vec::new(), top));
     }
     dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     for (_, path, inode) in dirs {

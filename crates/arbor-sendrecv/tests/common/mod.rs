@@ -36,9 +36,14 @@ pub fn fnv(d: &[u8]) -> u32 {
 }
 
 /// Every path with what it is: kind and mode, owner, links, times, size, contents,
-/// hole layout (with `holes_too`), xattrs, symlink target.
+/// hole layout (with `holes_too`), xattrs, symlink target; the root's own mode, owner
+/// and times first.
 pub fn describe(fs: &Fs, top: u64, holes_too: bool) -> Vec<String> {
-    let mut out = Vec::new();
+    let r = fs.getattr(top).unwrap();
+    let mut out = vec![format!(
+        "/ mode {:o} {}:{} mtime {}.{}",
+        r.mode, r.uid, r.gid, r.mtime.sec, r.mtime.nsec
+    )];
     let mut todo = vec![(top, String::new())];
     while let Some((dir, prefix)) = todo.pop() {
         for e in fs.readdir(dir, 2, usize::MAX).unwrap() {

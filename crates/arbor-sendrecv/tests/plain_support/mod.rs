@@ -181,7 +181,15 @@ pub fn holes(path: &Path, size: u64) -> Vec<(u64, u64)> {
 /// Every path below `top` with what it is, as `common::describe` says it of an arbor
 /// tree (its root's marker xattr left out). Nothing is followed.
 pub fn describe(top: &Path, holes_too: bool) -> Vec<String> {
-    let mut out = Vec::new();
+    let r = std::fs::symlink_metadata(top).unwrap();
+    let mut out = vec![format!(
+        "/ mode {:o} {}:{} mtime {}.{}",
+        r.mode(),
+        r.uid(),
+        r.gid(),
+        r.mtime(),
+        r.mtime_nsec()
+    )];
     let mut todo = vec![(top.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = todo.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
