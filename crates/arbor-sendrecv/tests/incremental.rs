@@ -1,6 +1,7 @@
 //! Incremental send: random operations between two snapshots, then `send -p`, received
 //! onto a copy of the parent, must give the new snapshot exactly (contents, holes,
-//! modes, owners, times, xattrs, hard links); and each hard case on its own.
+//! modes, owners, times, xattrs, hard links); and each hard case on its own. Every
+//! stream is also read by the real `btrfs receive --dump` (when btrfs-progs is here).
 
 mod common;
 
@@ -48,7 +49,33 @@ fn round_trip(fs: &Fs, parent: u64, snap: u64) {
             );
         }
         assert!(dst.fsck().unwrap().is_empty());
+        progs_dump_accepts(&full);
+        progs_dump_accepts(&inc);
     }
+}
+
+/// `btrfs receive --dump` reads `stream` to its end without complaint.
+fn progs_dump_accepts(stream: &[u8]) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("btrfs")
+        .args(["receive", "--dump"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        return;
+    };
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stream).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "btrfs receive --dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A subvolume "vol" set up by `before`, snapshot p, changed by `after`, snapshot s.
