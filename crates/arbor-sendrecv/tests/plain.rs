@@ -13,7 +13,9 @@ mod plain_support;
 
 use arbor_fs::{Caller, Fs, ROOT_INO, RenameFlags, SetAttr, SetTime, Time};
 use arbor_send::{Command, StreamWriter, Timespec};
-use arbor_sendrecv::{ReceiveError, SendOptions, receive_plain, send_full, send_incremental};
+use arbor_sendrecv::{
+    PlainTarget, ReceiveError, ResumeToken, SendOptions, receive_plain, send_full, send_incremental,
+};
 use common::pattern;
 use plain_support::{Place, describe, gid, is_root, marker, normalize, uid};
 use std::os::unix::fs::MetadataExt;
@@ -782,6 +784,7 @@ fn a_cut_stream_leaves_no_marker_and_is_no_parent() {
         "the partial tree stays"
     );
     assert_eq!(marker(&place.dir, "p"), (None, None));
+    assert!(note_file(&place.dir, "p").exists(), "a note to resume by");
     let mut inc = Vec::new();
     send_incremental(&fs, p, s, b"s", &mut inc, opts(2)).unwrap();
     let err = receive_plain(&place.dir, &inc[..]).unwrap_err();
@@ -801,9 +804,11 @@ fn a_cut_stream_leaves_no_marker_and_is_no_parent() {
     ]);
     let err = receive_plain(&place.dir, &forged[..]).unwrap_err();
     assert!(err.to_string().contains("reserved"), "{err}");
-    // Nor reuse a name.
+    // Nor reuse a name. A new receive of a name deleted since takes it, and the old
+    // note goes.
     std::fs::remove_dir_all(place.dir.join("p")).unwrap();
     receive_plain(&place.dir, &whole[..]).unwrap();
+    assert!(!note_file(&place.dir, "p").exists());
     let err = receive_plain(&place.dir, &whole[..]).unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
 }
@@ -821,7 +826,7 @@ fn an_incremental_stream_without_its_parent_is_refused() {
 }
 
 /// Where user xattrs are missing (ramfs), the marker is a sidecar file, and the
-/// incremental receive finds its parent by it.
+/// incremental receive finds its parent by it, resumed too.
 #[test]
 fn without_user_xattrs_the_marker_is_a_sidecar_file() {
     let Some(place) = Place::ramfs() else { return };
@@ -850,11 +855,331 @@ fn without_user_xattrs_the_marker_is_a_sidecar_file() {
     );
     let mut inc = Vec::new();
     send_incremental(&fs, p, s, b"s", &mut inc, opts(2)).unwrap();
-    receive_plain(&place.dir, &inc[..]).unwrap();
+    // A second receive of the name is refused, and leaves the first one's marker.
+    let err = receive_plain(&place.dir, &whole[..]).unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert!(marker(&place.dir, "p").1.is_some());
+    // Cut, it resumes as elsewhere: the note is a file anyway.
+    cut_and_resume(&place.dir, "s", &inc, inc.len() / 2, false, |t| {
+        let mut out = Vec::new();
+        send_incremental(&fs, p, s, b"s", &mut out, resuming(2, t)).unwrap();
+        out
+    });
     // ramfs has no holes: compare the bytes only.
     same(&fs, s, &place.dir.join("s"), false, "ramfs", &inc);
     assert_eq!(
         marker(&place.dir, "s").1,
         Some(format!("{}\n", mark_of(&fs, s)))
     );
+}
+
+// ---- resuming an interrupted receive ------------------------------------------------
+
+/// The first bytes of a stream, then an I/O error: a connection that broke.
+struct Broken<'a>(&'a [u8]);
+
+impl std::io::Read for Broken<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0.is_empty() {
+            return Err(std::io::Error::other("connection reset"));
+        }
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+fn resuming(version: u32, token: ResumeToken) -> SendOptions {
+    SendOptions {
+        version,
+        resume: Some(token),
+        ..Default::default()
+    }
+}
+
+fn note_file(dest: &Path, name: &str) -> PathBuf {
+    dest.join(format!(".{name}.arbor-partial"))
+}
+
+/// The resume token of the unfinished receive `name`, the only one in `dest`, which
+/// is not marked finished.
+fn token(dest: &Path, name: &str) -> ResumeToken {
+    let found = PlainTarget::new(dest).unwrap().unfinished().unwrap();
+    let names: Vec<_> = found.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, [name.as_bytes()], "{}", dest.display());
+    assert_eq!(marker(dest, name), (None, None), "unfinished, not marked");
+    let t = found[0].1;
+    assert_eq!(ResumeToken::parse(&t.to_string()), Ok(t));
+    t
+}
+
+/// Receives the first `cut` bytes of `stream` into `dest` (then an I/O error if
+/// `broken`, else the end of the input), which fails and leaves `name` unfinished;
+/// then the rest `rest(token)` makes, which finishes it.
+fn cut_and_resume(
+    dest: &Path,
+    name: &str,
+    stream: &[u8],
+    cut: usize,
+    broken: bool,
+    rest: impl Fn(ResumeToken) -> Vec<u8>,
+) {
+    let why = format!("{} cut at {cut} of {}", dest.display(), stream.len());
+    let err = if broken {
+        receive_plain(dest, Broken(&stream[..cut])).unwrap_err()
+    } else {
+        receive_plain(dest, &stream[..cut]).unwrap_err()
+    };
+    assert!(dest.join(name).is_dir(), "{why}: {err}");
+    let t = token(dest, name);
+    let rest = rest(t);
+    // Only what had not arrived goes again: at most the command that was cut, and a
+    // few headers.
+    let chunk = if t.version == 1 { 48 << 10 } else { 128 << 10 };
+    assert!(
+        rest.len() < stream.len() - cut + chunk + 4096,
+        "{why} ({err}): the rest is {} bytes, token {t:?}",
+        rest.len()
+    );
+    receive_plain(dest, &rest[..]).unwrap_or_else(|e| panic!("{why}: {e}\n{}", dump(&rest)));
+    assert!(!note_file(dest, name).exists(), "{why}: the note is gone");
+    assert!(
+        PlainTarget::new(dest)
+            .unwrap()
+            .unfinished()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A full stream cut anywhere (the input ending or breaking) resumes where it stopped,
+/// and the result is the snapshot, marked; an incremental one onto it too.
+#[test]
+fn a_cut_stream_resumes_where_it_stopped() {
+    let (fs, p, s) = snapshots(everything, |fs, v| {
+        let f = mk(fs, v, "new", 0o100644, 0, None);
+        fs.write_file(f, 0, &pattern(200_000, 5), false).unwrap();
+        mv(fs, v, "a/b", "b");
+        fs.unlink(v, b"hl").unwrap();
+    });
+    for place in Place::all() {
+        for version in [1, 2] {
+            let stream = full(&fs, p, "p", version);
+            let mut inc = Vec::new();
+            send_incremental(&fs, p, s, b"s", &mut inc, opts(version)).unwrap();
+            let len = stream.len();
+            for (i, cut) in [len / 3, len / 2, len * 2 / 3, len - 10]
+                .into_iter()
+                .enumerate()
+            {
+                let dest = place.dir.join(format!("v{version}-{i}"));
+                std::fs::create_dir(&dest).unwrap();
+                let why = format!("{} v{version} cut {cut} of {len}", place.what);
+                cut_and_resume(&dest, "p", &stream, cut, i == 2, |t| {
+                    let mut out = Vec::new();
+                    send_full(&fs, p, b"p", &mut out, resuming(version, t)).unwrap();
+                    out
+                });
+                same(&fs, p, &dest.join("p"), version >= 2, &why, &stream);
+                assert_eq!(marker(&dest, "p"), (Some(mark_of(&fs, p)), None), "{why}");
+                // The finished directory is a parent; the incremental stream resumes
+                // onto its copy too.
+                let cut = inc.len() * (i + 1) / 5;
+                cut_and_resume(&dest, "s", &inc, cut, i == 1, |t| {
+                    let mut out = Vec::new();
+                    send_incremental(&fs, p, s, b"s", &mut out, resuming(version, t)).unwrap();
+                    out
+                });
+                same(&fs, s, &dest.join("s"), version >= 2, &why, &inc);
+                same(&fs, p, &dest.join("p"), version >= 2, &why, &stream);
+            }
+        }
+    }
+}
+
+/// A stream cut before its subvolume began leaves nothing to resume: it is received
+/// again from the start.
+#[test]
+fn a_stream_cut_before_its_first_command_leaves_nothing() {
+    let place = Place::tmp();
+    let whole = stream(&[subvol("early"), Command::End]);
+    // The header and the subvol command, not the END after it.
+    receive_plain(&place.dir, &whole[..whole.len() - 10]).unwrap_err();
+    assert_eq!(std::fs::read_dir(&place.dir).unwrap().count(), 0);
+    assert!(
+        PlainTarget::new(&place.dir)
+            .unwrap()
+            .unfinished()
+            .unwrap()
+            .is_empty()
+    );
+    receive_plain(&place.dir, &whole[..]).unwrap();
+    assert!(marker(&place.dir, "early").0.is_some());
+}
+
+/// The commands of `stream` changed by `f` (the header says resumed).
+fn rewrite(stream: &[u8], f: impl Fn(Command) -> Command) -> Vec<u8> {
+    let r = arbor_send::StreamReader::new(stream).unwrap();
+    let mut w = StreamWriter::new_resumed(Vec::new(), r.version()).unwrap();
+    for item in r {
+        w.write_command(&f(item.unwrap().1)).unwrap();
+    }
+    w.into_inner()
+}
+
+fn refused(dest: &Path, stream: &[u8], why: &str) {
+    let e = receive_plain(dest, stream).unwrap_err().to_string();
+    assert!(e.contains(why), "{why}: {e}");
+}
+
+#[test]
+fn a_resume_that_does_not_fit_is_refused() {
+    let (fs, p, s) = snapshots(everything, |fs, v| {
+        mk(fs, v, "new", 0o100644, 0, None);
+    });
+    let place = Place::tmp();
+    let (a, b) = (place.dir.join("a"), place.dir.join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let stream = full(&fs, p, "p", 2);
+    receive_plain(&a, &stream[..stream.len() / 2]).unwrap_err();
+    let t = token(&a, "p");
+    let rest = |t| {
+        let mut out = Vec::new();
+        send_full(&fs, p, b"p", &mut out, resuming(2, t)).unwrap();
+        out
+    };
+    let good = rest(t);
+    // The rest of another snapshot's receive of the same name.
+    let other = full(&fs, s, "p", 2);
+    receive_plain(&b, &other[..other.len() / 2]).unwrap_err();
+    let mut theirs = Vec::new();
+    send_full(&fs, s, b"p", &mut theirs, resuming(2, token(&b, "p"))).unwrap();
+    refused(&a, &theirs, "the unfinished receive of another stream");
+    // A stream that resumes at another point than the receive stopped.
+    let early = rewrite(&good, |c| match c {
+        Command::ArborResume {
+            uuid,
+            ctransid,
+            skip,
+        } => Command::ArborResume {
+            uuid,
+            ctransid,
+            skip: skip - 1,
+        },
+        c => c,
+    });
+    refused(&a, &early, &format!("but p stopped after {}", t.applied));
+    // Nothing to resume elsewhere.
+    refused(
+        &place.dir,
+        &good,
+        "p is not in the destination: nothing to resume",
+    );
+    // A full stream does not resume, and does not take the name or the note either.
+    refused(&a, &stream, "p already exists in the destination");
+    assert_eq!(token(&a, "p"), t);
+    // Without its note it cannot resume (as after a crash).
+    std::fs::rename(note_file(&a, "p"), a.join("saved")).unwrap();
+    refused(&a, &good, "p has no progress note .p.arbor-partial");
+    std::fs::rename(a.join("saved"), note_file(&a, "p")).unwrap();
+    // Changed since it stopped: refused, even once undone.
+    std::fs::write(a.join("p/intruder"), b"x").unwrap();
+    refused(&a, &good, "p changed since its receive stopped");
+    std::fs::remove_file(a.join("p/intruder")).unwrap();
+    refused(&a, &good, "p changed since its receive stopped");
+    // None of this marked the partial directory finished.
+    assert_eq!(marker(&a, "p"), (None, None));
+    assert_eq!(token(&a, "p"), t);
+    // The other one resumes and finishes; then there is nothing to resume.
+    receive_plain(&b, &theirs[..]).unwrap();
+    same(&fs, s, &b.join("p"), true, "b", &theirs);
+    refused(&b, &theirs, "p is a finished receive: nothing to resume");
+}
+
+/// A command that fails is not counted: the note says how many came before it, and
+/// the resumed stream starts at it. The streams are made by hand here (the tail has
+/// another command in the failed one's place; the receiver checks only the count).
+#[test]
+fn a_failed_command_is_not_counted() {
+    let place = Place::tmp();
+    let victim = Victim::new();
+    let before = victim.state();
+    let write = |p: &str, offset: u64, data: &str| Command::Write {
+        path: b(p),
+        offset,
+        data: b(data),
+    };
+    let first = stream(&[
+        subvol("cf"),
+        Command::Mkfile {
+            path: b("f"),
+            ino: 257,
+        },
+        write("f", 0, "hello"),
+        symlink("l", &victim.dir),
+        write("l/keep", 0, "evil"),
+        write("f", 5, " never"),
+    ]);
+    let e = receive_plain(&place.dir, &first[..])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("command #4 (write)"), "{e}");
+    let t = token(&place.dir, "cf");
+    assert_eq!(
+        (t.uuid, t.ctransid, t.version, t.applied),
+        ([7; 16], 9, 2, 3)
+    );
+    let resumed = |version: u32, uuid: [u8; 16], skip: u64, tail: &[Command]| {
+        let mut w = StreamWriter::new_resumed(Vec::new(), version).unwrap();
+        let head = [
+            Command::Subvol {
+                path: b("cf"),
+                uuid,
+                ctransid: 9,
+            },
+            Command::ArborResume {
+                uuid,
+                ctransid: 9,
+                skip,
+            },
+        ];
+        for c in head.iter().chain(tail) {
+            w.write_command(c).unwrap();
+        }
+        w.into_inner()
+    };
+    let tail = [write("f", 5, " world"), Command::End];
+    refused(
+        &place.dir,
+        &resumed(1, [7; 16], 3, &tail),
+        "from a version 2 stream",
+    );
+    refused(&place.dir, &resumed(2, [8; 16], 3, &tail), "another stream");
+    refused(
+        &place.dir,
+        &resumed(2, [7; 16], 4, &tail),
+        "stopped after 3",
+    );
+    // A resumed stream cut again leaves a note again, counting on.
+    let again = resumed(2, [7; 16], 3, &tail);
+    receive_plain(&place.dir, &again[..again.len() - 10]).unwrap_err();
+    let t2 = token(&place.dir, "cf");
+    assert_eq!(t2.applied, 4);
+    assert_ne!(t2.digest, t.digest);
+    receive_plain(&place.dir, &resumed(2, [7; 16], 4, &[Command::End])[..]).unwrap();
+    let cf = place.dir.join("cf");
+    assert_eq!(std::fs::read(cf.join("f")).unwrap(), b"hello world");
+    assert!(
+        std::fs::symlink_metadata(cf.join("l"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        marker(&place.dir, "cf").0.as_deref(),
+        Some("07070707070707070707070707070707 9")
+    );
+    assert!(!note_file(&place.dir, "cf").exists());
+    assert_eq!(victim.state(), before);
 }

@@ -70,6 +70,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         bail!("receive needs a destination directory");
     };
     if args.resume_token {
+        // Not on an arbor mount: the progress notes plain receives leave.
+        if args.image.image.is_none() && !super::receive_plain::on_arbor(dest)? {
+            return print_tokens(dest, super::receive_plain::unfinished(dest)?);
+        }
         return print_resume_tokens(&Target::new(args.image.image.as_deref())?, dest);
     }
     // Not on an arbor mount: re-created there with ordinary system calls.
@@ -150,7 +154,11 @@ fn resume_hint(t: &Target, dest: &Path) -> String {
 /// `--resume-token`: the token of the unfinished receive `path`, or of those in
 /// directory `path` (one per line, with its name, when there are several).
 fn print_resume_tokens(t: &Target, path: &Path) -> Result<ExitCode> {
-    let found = unfinished(t, path)?;
+    print_tokens(path, unfinished(t, path)?)
+}
+
+/// Prints the tokens of the unfinished receives `found` at `path`: (name, token).
+fn print_tokens(path: &Path, found: Vec<(String, String)>) -> Result<ExitCode> {
     match found.as_slice() {
         [] => bail!("{}: no unfinished receive here", path.display()),
         [(_, token)] => println!("{token}"),

@@ -44,7 +44,8 @@ const S_IFMT: u32 = 0o170000;
 
 /// Applies every stream in `input` to `target`. Stops at the first bad command, which
 /// the error names by index and byte offset; the subvolume being made then stays
-/// unfinished (never marked received).
+/// unfinished (never marked received), and the target is told
+/// ([`Target::interrupted`]) so that it can note how far it got.
 pub fn apply<T: Target, R: Read>(target: &mut T, input: R) -> Result<ReceiveStats, ReceiveError> {
     let mut reader = StreamReader::new(input)?;
     let mut d = Dispatch {
@@ -57,36 +58,47 @@ pub fn apply<T: Target, R: Read>(target: &mut T, input: R) -> Result<ReceiveStat
         digest: 0,
         stats: ReceiveStats::default(),
     };
-    // Not a `for` loop: the reader's version is read as it goes.
-    #[allow(clippy::while_let_on_iterator)]
-    while let Some(item) = reader.next() {
-        let (info, cmd) = item?;
-        let name = cmd.kind().name();
-        let announcing = matches!(cmd, Command::Subvol { .. } | Command::Snapshot { .. });
-        d.step(cmd, reader.version(), reader.is_resumed())
-            .map_err(|reason| {
-                // A subvol or snapshot command that could not be acted on is named as
-                // the failing command, not the one after it.
-                let (info, command) = match d.failed_start.take() {
-                    Some(at) => at,
-                    None => (info, name),
-                };
-                ReceiveError::Command {
-                    index: info.index,
-                    offset: info.offset,
-                    command,
-                    reason,
-                }
-            })?;
-        if announcing {
-            d.pending_at = Some((info, name));
+    let r = d.read_all(&mut reader);
+    if r.is_err() {
+        d.target.interrupted();
+    }
+    r.map(|()| d.stats)
+}
+
+impl<T: Target> Dispatch<'_, T> {
+    /// Applies every command `reader` yields.
+    fn read_all<R: Read>(&mut self, reader: &mut StreamReader<R>) -> Result<(), ReceiveError> {
+        // Not a `for` loop: the reader's version is read as it goes.
+        #[allow(clippy::while_let_on_iterator)]
+        while let Some(item) = reader.next() {
+            let (info, cmd) = item?;
+            let name = cmd.kind().name();
+            let announcing = matches!(cmd, Command::Subvol { .. } | Command::Snapshot { .. });
+            self.step(cmd, reader.version(), reader.is_resumed())
+                .map_err(|reason| {
+                    // A subvol or snapshot command that could not be acted on is named
+                    // as the failing command, not the one after it.
+                    let (info, command) = match self.failed_start.take() {
+                        Some(at) => at,
+                        None => (info, name),
+                    };
+                    ReceiveError::Command {
+                        index: info.index,
+                        offset: info.offset,
+                        command,
+                        reason,
+                    }
+                })?;
+            if announcing {
+                self.pending_at = Some((info, name));
+            }
+            self.stats.commands += 1;
         }
-        d.stats.commands += 1;
+        if self.current.is_some() || self.pending.is_some() {
+            return Err(ReceiveError::Truncated);
+        }
+        Ok(())
     }
-    if d.current.is_some() || d.pending.is_some() {
-        return Err(ReceiveError::Truncated);
-    }
-    Ok(d.stats)
 }
 
 struct Dispatch<'t, T> {

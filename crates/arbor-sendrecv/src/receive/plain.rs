@@ -28,9 +28,19 @@
 //! parent, or another finished snapshot in `DEST` found by its marker (a `-c` source
 //! of the sender), resolved there by the same rules; `copy_file_range` shares the
 //! blocks where the filesystem can (xfs, btrfs).
+//!
+//! A receive that stops before END on an error it sees (the input ended or broke, a
+//! command failed) leaves, next to the partial directory, a progress note
+//! `DEST/.<name>.arbor-partial` (`progress.rs`) saying how many commands were fully
+//! applied: its resume token. A resumed stream (`arbor send --resume`) continues the
+//! directory after checking that it is the same stream, stopped at that command and
+//! unchanged since. A crash or a kill leaves no note, and cannot be resumed: on a
+//! plain filesystem nothing ties a note to the state on disk, which may be ahead of
+//! it.
 
 mod copy;
 mod marker;
+mod progress;
 mod sys;
 mod tree;
 
@@ -38,6 +48,8 @@ use super::paths::{hex, split};
 use super::target::{CloneFrom, Falloc, NewInode, StreamSubvol, Target};
 use super::{ReceiveStats, apply};
 use crate::error::ReceiveError;
+use crate::resume::ResumeToken;
+use arbor_fs::subvol_items::ReceiveProgress;
 use arbor_send::Timespec;
 use marker::Mark;
 use rustix::fd::{AsFd, OwnedFd};
@@ -57,6 +69,8 @@ pub struct Plain {
     /// Whether `/proc/self/fd` is a procfs (see the module's doc).
     procfs: bool,
     current: Option<Current>,
+    /// The subvolume the last interruption left a progress note for, and the note.
+    left: Option<(Vec<u8>, ReceiveProgress)>,
 }
 
 /// The subvolume being received.
@@ -68,6 +82,8 @@ struct Current {
     parent: Option<OwnedFd>,
     /// The roots of other snapshots in DEST that clones read from, found by marker.
     sources: HashMap<Mark, OwnedFd>,
+    /// What the progress note says, should the receive stop (see `progress.rs`).
+    note: ReceiveProgress,
 }
 
 impl Plain {
@@ -83,7 +99,44 @@ impl Plain {
             dest,
             procfs: sys::have_procfs(),
             current: None,
+            left: None,
         })
+    }
+
+    /// The unfinished receive the last failed [`super::apply`] on this target left a
+    /// progress note for: the directory's name, and its resume token.
+    pub fn partial(&self) -> Option<(&[u8], ResumeToken)> {
+        self.left
+            .as_ref()
+            .map(|(name, note)| (&name[..], ResumeToken::from_progress(note)))
+    }
+
+    /// The unfinished receives in the destination that can be resumed: each directory
+    /// with a progress note and without the finished marker, by name (sorted), with
+    /// its resume token.
+    pub fn unfinished(&self) -> Result<Vec<(Vec<u8>, ResumeToken)>, ReceiveError> {
+        let dest = self.dest.as_fd();
+        let err = |e| ReceiveError::Dest(fail(".", "read the destination", e));
+        let mut dir = fs::Dir::read_from(dest).map_err(err)?;
+        let mut found = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(err)?;
+            let Some(name) = progress::subvol_of(entry.file_name().to_bytes()) else {
+                continue;
+            };
+            // Gone, not a directory, or finished after all: nothing to resume.
+            let Ok(root) = sys::read_dir(dest, name) else {
+                continue;
+            };
+            if marker::read(dest, name, root.as_fd()).is_some() {
+                continue;
+            }
+            if let Some(note) = progress::read(dest, name).map_err(ReceiveError::Dest)? {
+                found.push((name.to_vec(), ResumeToken::from_progress(&note)));
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
     }
 
     fn tree(&mut self) -> Result<&mut Tree, String> {
@@ -100,16 +153,119 @@ impl Plain {
             return Err(format!("{what}: the name is reserved for receive markers"));
         }
         let dest = self.dest.as_fd();
+        let exists = || format!("{what} already exists in the destination");
+        // What an earlier `name` (deleted since) left, a marker or a progress note,
+        // must go before the new directory is there for it to mark; but never those of
+        // a directory that is still there.
+        match fs::statat(dest, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => return Err(exists()),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(fail(&what, "stat", e)),
+        }
         marker::forget(dest, name)?;
+        progress::remove(dest, name)?;
         fs::mkdirat(dest, name, Mode::from_raw_mode(0o700)).map_err(|e| match e {
-            Errno::EXIST => format!("{what} already exists in the destination"),
+            Errno::EXIST => exists(),
             e => fail(&what, "mkdir", e),
         })?;
         sys::read_dir(dest, name).map_err(|e| fail(&what, "open", e))
     }
+
+    /// The partial directory `name` of an unfinished receive, opened, and its progress
+    /// note; refused when there is nothing to resume.
+    fn partial_root(&self, name: &[u8]) -> Result<(OwnedFd, ReceiveProgress), String> {
+        let what = show(name);
+        if marker::is_reserved(name) {
+            return Err(format!("{what}: the name is reserved for receive markers"));
+        }
+        let dest = self.dest.as_fd();
+        let root = sys::read_dir(dest, name).map_err(|e| match e {
+            Errno::NOENT => format!("{what} is not in the destination: nothing to resume"),
+            Errno::LOOP | Errno::NOTDIR => {
+                format!("{what} is not a directory: nothing to resume")
+            }
+            Errno::XDEV => format!("{what} is a mount point: nothing to resume"),
+            e => fail(&what, "open", e),
+        })?;
+        if marker::read(dest, name, root.as_fd()).is_some() {
+            return Err(format!("{what} is a finished receive: nothing to resume"));
+        }
+        let note = progress::read(dest, name)?.ok_or_else(|| {
+            format!(
+                "{what} has no progress note {}: its receive did not stop resumably (a crash or a kill cannot be resumed); delete it and receive again",
+                show(&progress::file_name(name))
+            )
+        })?;
+        Ok((root, note))
+    }
 }
 
 impl Target for Plain {
+    fn resume(&mut self, s: &StreamSubvol, skip: u64) -> Result<u32, String> {
+        if self.current.is_some() {
+            return Err("a second subvolume before END".into());
+        }
+        let what = show(&s.name);
+        let (root, note) = self.partial_root(&s.name)?;
+        if (note.uuid, note.ctransid) != (s.uuid, s.ctransid)
+            || s.parent.unwrap_or_default() != (note.parent_uuid, note.parent_ctransid)
+        {
+            return Err(format!(
+                "{what} is the unfinished receive of another stream (uuid {})",
+                hex(&note.uuid)
+            ));
+        }
+        if note.version != s.version {
+            return Err(format!(
+                "{what} was received from a version {} stream, this one is version {}",
+                note.version, s.version
+            ));
+        }
+        if note.applied != skip {
+            return Err(format!(
+                "the stream resumes after {skip} commands, but {what} stopped after {}: use its resume token",
+                note.applied
+            ));
+        }
+        if progress::stamp(root.as_fd()).map_err(|e| fail(&what, "stat", e))? != note.generation {
+            return Err(format!(
+                "{what} changed since its receive stopped; delete it and receive again"
+            ));
+        }
+        let parent = match s.parent {
+            None => None,
+            Some((uuid, ctransid)) => {
+                Some(marker::find(self.dest.as_fd(), Mark { uuid, ctransid }, "parent")?.1)
+            }
+        };
+        // From here the directory moves past the note: should this receive end in a
+        // crash, the note must not be there to apply commands twice.
+        progress::remove(self.dest.as_fd(), &s.name)?;
+        self.left = None;
+        self.start(s, root, parent);
+        if let Some(c) = self.current.as_mut() {
+            c.note = note;
+        }
+        Ok(note.digest)
+    }
+
+    fn done(&mut self, progress: Option<(u64, u32)>) {
+        if let (Some((applied, digest)), Some(c)) = (progress, self.current.as_mut()) {
+            c.note.applied = applied;
+            c.note.digest = digest;
+        }
+    }
+
+    fn interrupted(&mut self) {
+        let Some(c) = self.current.take() else {
+            return;
+        };
+        match progress::write(self.dest.as_fd(), &c.name, c.tree.root.as_fd(), &c.note) {
+            Ok(note) => self.left = Some((c.name, note)),
+            Err(e) => tracing::error!("{}: the receive cannot be resumed: {e}", c.tree.label),
+        }
+    }
+
     fn begin(&mut self, s: &StreamSubvol) -> Result<(), String> {
         if self.current.is_some() {
             return Err("a second subvolume before END".into());
@@ -127,22 +283,7 @@ impl Target for Plain {
             copy::tree(parent.as_fd(), root.as_fd(), self.procfs)
                 .map_err(|e| format!("copying the parent {}: {e}", show(name)))?;
         }
-        self.current = Some(Current {
-            name: s.name.clone(),
-            mark: Mark {
-                uuid: s.uuid,
-                ctransid: s.ctransid,
-            },
-            tree: Tree {
-                root,
-                label: show(&s.name),
-                procfs: self.procfs,
-                dirs: HashMap::new(),
-                open: None,
-            },
-            parent: parent.map(|(_, fd)| fd),
-            sources: HashMap::new(),
-        });
+        self.start(s, root, parent.map(|(_, fd)| fd));
         Ok(())
     }
 
@@ -365,19 +506,61 @@ impl Target for Plain {
     }
 
     fn finish(&mut self) -> Result<u64, String> {
-        let mut c = self
+        // Kept as the current subvolume until marked: should marking fail, the
+        // interruption notes it as unfinished, END not applied.
+        let c = self
             .current
-            .take()
+            .as_mut()
             .ok_or_else(|| "END without a subvolume".to_string())?;
         c.tree.moved();
         let root = c.tree.root.as_fd();
         let st = fs::fstat(root).map_err(|e| fail(&c.tree.label, "stat", e))?;
         marker::record(self.dest.as_fd(), &c.name, root, c.mark)?;
+        // Marked finished, it is no longer taken for an unfinished receive, note or not.
+        if let Err(e) = progress::remove(self.dest.as_fd(), &c.name) {
+            tracing::error!(
+                "{}: finished, but its progress note stays: {e}",
+                c.tree.label
+            );
+        }
+        if self.left.as_ref().is_some_and(|(n, _)| *n == c.name) {
+            self.left = None;
+        }
+        self.current = None;
         Ok(sys::identity(&st).1)
     }
 }
 
 impl Plain {
+    /// Receives `s` into its directory `root` from now on.
+    fn start(&mut self, s: &StreamSubvol, root: OwnedFd, parent: Option<OwnedFd>) {
+        let (parent_uuid, parent_ctransid) = s.parent.unwrap_or_default();
+        self.current = Some(Current {
+            name: s.name.clone(),
+            mark: Mark {
+                uuid: s.uuid,
+                ctransid: s.ctransid,
+            },
+            tree: Tree {
+                root,
+                label: show(&s.name),
+                procfs: self.procfs,
+                dirs: HashMap::new(),
+                open: None,
+            },
+            parent,
+            sources: HashMap::new(),
+            note: ReceiveProgress {
+                uuid: s.uuid,
+                ctransid: s.ctransid,
+                parent_uuid,
+                parent_ctransid,
+                version: s.version,
+                ..Default::default()
+            },
+        });
+    }
+
     fn remove(&mut self, path: &[u8], flags: AtFlags, op: &str) -> Result<(), String> {
         let t = self.tree()?;
         let (dir, name) = split(path)?;
@@ -403,9 +586,9 @@ fn reserved_xattr(path: &[u8], name: &[u8]) -> Result<(), String> {
 
 /// Receives the streams in `input` into the directory `dest` on any filesystem, each
 /// subvolume as a directory `dest/<name>` (see [`Plain`]). Stops at the first bad
-/// command: the directory it was making stays unmarked. The ids returned are the
-/// directories' inode numbers. The parent of an incremental stream must have been
-/// received into `dest` before.
+/// command: the directory it was making stays unmarked, with a progress note to resume
+/// it by ([`Plain::unfinished`]). The ids returned are the directories' inode numbers.
+/// The parent of an incremental stream must have been received into `dest` before.
 pub fn receive_plain<R: Read>(dest: &Path, input: R) -> Result<ReceiveStats, ReceiveError> {
     let mut target = Plain::new(dest)?;
     apply(&mut target, input)

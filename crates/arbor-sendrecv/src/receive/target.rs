@@ -78,6 +78,10 @@ pub trait Target {
     fn done(&mut self, progress: Option<(u64, u32)>) {
         let _ = progress;
     }
+    /// Called once when the receive stops on an error after the stream's header (the
+    /// input ended or broke, a command failed): a target whose commits do not carry
+    /// its progress notes it now, so that the receive can resume.
+    fn interrupted(&mut self) {}
     fn make(&mut self, path: &[u8], what: NewInode<'_>) -> Result<(), String>;
     fn rename(&mut self, from: &[u8], to: &[u8]) -> Result<(), String>;
     /// Gives the inode at `existing` the further name `path`.

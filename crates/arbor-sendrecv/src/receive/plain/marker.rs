@@ -8,7 +8,7 @@
 use super::sys::{self, fail, open_beneath, read_dir, show};
 use crate::receive::paths::hex;
 use rustix::fd::{BorrowedFd, OwnedFd};
-use rustix::fs::{self, AtFlags, Dir, FileType, Mode, OFlags};
+use rustix::fs::{self, AtFlags, Dir, FileType, OFlags};
 use rustix::io::Errno;
 
 /// The xattr that holds the marker.
@@ -25,9 +25,12 @@ fn sidecar_tmp(name: &[u8]) -> Vec<u8> {
     [b".", name, SUFFIX, TMP].concat()
 }
 
-/// Whether `name` is one the markers use, so no subvolume may have it.
+/// Whether `name` is one the markers or the progress notes (`progress.rs`) use, so no
+/// subvolume may have it.
 pub(super) fn is_reserved(name: &[u8]) -> bool {
-    name.starts_with(b".") && (name.ends_with(SUFFIX) || name.ends_with(&[SUFFIX, TMP].concat()))
+    let marker = name.starts_with(b".")
+        && (name.ends_with(SUFFIX) || name.ends_with(&[SUFFIX, TMP].concat()));
+    marker || super::progress::is_reserved(name)
 }
 
 /// What a marker says: the sender's UUID and transaction.
@@ -90,34 +93,16 @@ pub(super) fn record(
 }
 
 fn write_sidecar(dest: BorrowedFd<'_>, name: &[u8], text: &str) -> Result<(), String> {
-    let (tmp, side) = (sidecar_tmp(name), sidecar(name));
-    let what = show(&tmp);
-    // A fresh file (O_EXCL): whatever had that name, even a hard link to some file
-    // elsewhere, is replaced, never written through.
-    match fs::unlinkat(dest, &tmp, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => {}
-        Err(e) => return Err(fail(&what, "remove", e)),
-    }
-    let fd = fs::openat(
+    sys::replace_file(
         dest,
-        &tmp,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )
-    .map_err(|e| fail(&what, "create", e))?;
-    sys::pwrite_all(
-        rustix::fd::AsFd::as_fd(&fd),
-        0,
+        &sidecar_tmp(name),
+        &sidecar(name),
         format!("{text}\n").as_bytes(),
     )
-    .map_err(|e| fail(&what, "write", e))?;
-    fs::fsync(&fd).map_err(|e| fail(&what, "fsync", e))?;
-    fs::renameat(dest, &tmp, dest, &side).map_err(|e| fail(&show(&side), "rename", e))?;
-    fs::fsync(dest).map_err(|e| fail(".", "fsync", e))
 }
 
 /// The marker of directory `dir` (named `name` in `dest`), if it has one.
-fn read(dest: BorrowedFd<'_>, name: &[u8], dir: BorrowedFd<'_>) -> Option<Mark> {
+pub(super) fn read(dest: BorrowedFd<'_>, name: &[u8], dir: BorrowedFd<'_>) -> Option<Mark> {
     let mut buf = [0u8; 128];
     match fs::fgetxattr(dir, XATTR, &mut buf[..]) {
         Ok(n) => Mark::parse(&buf[..n]),

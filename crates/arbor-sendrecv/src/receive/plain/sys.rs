@@ -216,6 +216,34 @@ pub(super) fn pwrite_all(
     Ok(())
 }
 
+/// Puts a file `name` holding `data` into directory `dir`, whole or not at all, and
+/// durably: written as `tmp`, fsynced, renamed over `name`, the directory fsynced. `tmp`
+/// is made fresh (`O_EXCL`): whatever had that name, even a hard link to some file
+/// elsewhere, is replaced, never written through.
+pub(super) fn replace_file(
+    dir: BorrowedFd<'_>,
+    tmp: &[u8],
+    name: &[u8],
+    data: &[u8],
+) -> Result<(), String> {
+    let what = show(tmp);
+    match fs::unlinkat(dir, tmp, fs::AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(fail(&what, "remove", e)),
+    }
+    let fd = fs::openat(
+        dir,
+        tmp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| fail(&what, "create", e))?;
+    pwrite_all(rustix::fd::AsFd::as_fd(&fd), 0, data).map_err(|e| fail(&what, "write", e))?;
+    fs::fsync(&fd).map_err(|e| fail(&what, "fsync", e))?;
+    fs::renameat(dir, tmp, dir, name).map_err(|e| fail(&show(name), "rename", e))?;
+    fs::fsync(dir).map_err(|e| fail(".", "fsync", e))
+}
+
 /// Copies up to `len` bytes at `src_off` of `src` to `dst_off` of `dst`; fewer only at
 /// the end of `src`. `copy_file_range` lets the kernel share the blocks where the
 /// filesystem can (xfs, btrfs) and copy them in the kernel elsewhere; where it is
