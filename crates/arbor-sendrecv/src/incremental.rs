@@ -251,13 +251,15 @@ pub fn send_incremental<W: Write>(
                 xattrs(&mut s, &path, pglobal(ino), &inode)?;
             }
             if inode.is_reg() {
+                // The size the receiver's copy has after the writes: they extend it.
+                let mut size = old.size;
                 for &(from, to) in &c.data_ranges {
                     let to = to.min(inode.size);
                     for (a, b) in differing(fs, pglobal(ino), inode.ino, from, to, old.size)? {
-                        s.range(&path, &inode, a, b, true)?;
+                        size = size.max(s.range(&path, &inode, a, b, true)?);
                     }
                 }
-                if inode.size != old.size {
+                if inode.size != size {
                     s.emit(Command::Truncate {
                         path: path.clone(),
                         size: inode.size,
