@@ -51,6 +51,9 @@ scripts/bench-fs.sh --quick --no-markdown
 step "subvolume benchmark smoke run (arbor vs btrfs, --quick)"
 scripts/bench-subvol.sh --quick --no-markdown
 
+step "send/receive benchmark smoke run (arbor vs btrfs vs rsync, --quick)"
+scripts/bench-send.sh --quick --no-markdown
+
 if [[ -z "${ARBOR_LONG:-}" ]]; then
     step "brief fuzzing of the send-stream decoder and of receive (20 s each)"
     FUZZ_SECONDS=20 scripts/fuzz.sh send_decode receive
