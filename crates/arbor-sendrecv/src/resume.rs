@@ -89,6 +89,38 @@ impl std::fmt::Display for ResumeToken {
     }
 }
 
+/// Whether the unfinished receive `what` (whose note is `note`) is the one that
+/// `s`, resuming after `skip` commands, continues: the same stream, the same parent
+/// and version, stopped exactly there.
+pub(crate) fn check_fit(
+    note: &ReceiveProgress,
+    s: &crate::receive::StreamSubvol,
+    skip: u64,
+    what: &str,
+) -> Result<(), String> {
+    if (note.uuid, note.ctransid) != (s.uuid, s.ctransid)
+        || s.parent.unwrap_or_default() != (note.parent_uuid, note.parent_ctransid)
+    {
+        return Err(format!(
+            "{what} is the unfinished receive of another stream (uuid {})",
+            crate::receive::paths::hex(&note.uuid)
+        ));
+    }
+    if note.version != s.version {
+        return Err(format!(
+            "{what} was received from a version {} stream, this one is version {}",
+            note.version, s.version
+        ));
+    }
+    if note.applied != skip {
+        return Err(format!(
+            "the stream resumes after {skip} commands, but {what} stopped after {}: use its resume token",
+            note.applied
+        ));
+    }
+    Ok(())
+}
+
 /// The digest of the commands so far, with `kind` at `path` added: what a resume
 /// checks the commands it leaves out against.
 pub(crate) fn digest(d: u32, kind: CommandKind, path: &[u8]) -> u32 {

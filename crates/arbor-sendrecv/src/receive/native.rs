@@ -203,26 +203,7 @@ impl<'a> Target for Native<'a> {
             .receive_progress(at.subvol)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{name} is not an unfinished receive"))?;
-        if (note.uuid, note.ctransid) != (s.uuid, s.ctransid)
-            || s.parent.unwrap_or_default() != (note.parent_uuid, note.parent_ctransid)
-        {
-            return Err(format!(
-                "{name} is the unfinished receive of another stream (uuid {})",
-                hex(&note.uuid)
-            ));
-        }
-        if note.version != s.version {
-            return Err(format!(
-                "{name} was received from a version {} stream, this one is version {}",
-                note.version, s.version
-            ));
-        }
-        if note.applied != skip {
-            return Err(format!(
-                "the stream resumes after {skip} commands, but {name} stopped after {}: use its resume token",
-                note.applied
-            ));
-        }
+        crate::resume::check_fit(&note, s, skip, &name)?;
         if info.generation != note.generation {
             return Err(format!(
                 "{name} changed since its receive stopped; delete it and receive again"

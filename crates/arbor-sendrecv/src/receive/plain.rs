@@ -207,26 +207,7 @@ impl Target for Plain {
         }
         let what = show(&s.name);
         let (root, note) = self.partial_root(&s.name)?;
-        if (note.uuid, note.ctransid) != (s.uuid, s.ctransid)
-            || s.parent.unwrap_or_default() != (note.parent_uuid, note.parent_ctransid)
-        {
-            return Err(format!(
-                "{what} is the unfinished receive of another stream (uuid {})",
-                hex(&note.uuid)
-            ));
-        }
-        if note.version != s.version {
-            return Err(format!(
-                "{what} was received from a version {} stream, this one is version {}",
-                note.version, s.version
-            ));
-        }
-        if note.applied != skip {
-            return Err(format!(
-                "the stream resumes after {skip} commands, but {what} stopped after {}: use its resume token",
-                note.applied
-            ));
-        }
+        crate::resume::check_fit(&note, s, skip, &what)?;
         if progress::stamp(root.as_fd()).map_err(|e| fail(&what, "stat", e))? != note.generation {
             return Err(format!(
                 "{what} changed since its receive stopped; delete it and receive again"
