@@ -743,6 +743,39 @@ fn nothing_outside_the_destination_is_touched_through_symlinks() {
 }
 
 #[test]
+fn a_forged_fallocate_length_writes_nothing_past_the_file() {
+    let place = Place::tmp();
+    // Zero range is what tmpfs lacks: the fallback must not write 2^40 zeros.
+    let cmds = [
+        subvol("big"),
+        Command::Mkfile {
+            path: b("f"),
+            ino: 257,
+        },
+        Command::Write {
+            path: b("f"),
+            offset: 0,
+            data: vec![1; 10_000],
+        },
+        Command::Fallocate {
+            path: b("f"),
+            mode: 0x10,
+            offset: 4096,
+            len: 1 << 40,
+        },
+        Command::End,
+    ];
+    let started = std::time::Instant::now();
+    let r = receive_plain(&place.dir, &stream(&cmds)[..]);
+    assert!(started.elapsed().as_secs() < 10, "{r:?}");
+    if r.is_ok() {
+        let m = std::fs::metadata(place.dir.join("big/f")).unwrap();
+        assert_eq!(m.len(), 4096 + (1 << 40));
+        assert!(m.blocks() * 512 < 1 << 20, "{} blocks", m.blocks());
+    }
+}
+
+#[test]
 fn a_device_node_the_stream_makes_is_never_written() {
     if !is_root() {
         eprintln!("note: making device nodes needs root");

@@ -331,8 +331,8 @@ pub(super) fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> 
 }
 
 /// A stream's fallocate. Where the filesystem lacks a mode (tmpfs has no zero range,
-/// ramfs no fallocate at all) the same bytes are made another way: zeros written, the
-/// size extended; only the block layout differs.
+/// ramfs no fallocate at all) the same bytes are made another way: a punched hole, or
+/// zeros written below the size, and the size extended; only the block layout differs.
 pub(super) fn fallocate(
     fd: BorrowedFd<'_>,
     mode: crate::Falloc,
@@ -355,9 +355,15 @@ pub(super) fn fallocate(
     }
     let size = file_size(&fs::fstat(fd)?);
     let end = offset.saturating_add(len);
-    if mode.punch_hole || mode.zero_range {
-        let zeros_end = if mode.keep_size { end.min(size) } else { end };
-        write_zeros(fd, offset, zeros_end)?;
+    // Past the size a file reads as zeros already: only the part below it needs
+    // clearing, so a forged length never turns into that many bytes written.
+    let clear_end = end.min(size);
+    if (mode.punch_hole || mode.zero_range) && offset < clear_end {
+        let punch = fs::FallocateFlags::PUNCH_HOLE | fs::FallocateFlags::KEEP_SIZE;
+        match fs::fallocate(fd, punch, offset, clear_end - offset) {
+            Err(Errno::OPNOTSUPP) => write_zeros(fd, offset, clear_end)?,
+            r => r?,
+        }
     }
     if !mode.keep_size && end > size {
         fs::ftruncate(fd, end)?;
