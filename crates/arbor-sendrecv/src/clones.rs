@@ -188,8 +188,8 @@ impl Clones {
             let Some(holders) = source.index.as_ref().and_then(|i| i.get(&p.disk_bytenr)) else {
                 continue;
             };
+            let sub = Loc::of(source.root).map_err(SendError::fs(b""))?.subvol;
             for &(ino, span) in holders {
-                let sub = Loc::of(source.root).map_err(SendError::fs(b""))?.subvol;
                 let size = fs
                     .getattr(Loc::new(sub, ino).global())
                     .map_err(SendError::fs(b""))?

@@ -69,15 +69,16 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let Some(dest) = &args.dest else {
         bail!("receive needs a destination directory");
     };
+    // Not on an arbor mount: re-created there with ordinary system calls.
+    let plain = args.image.image.is_none() && !super::receive_plain::on_arbor(dest)?;
     if args.resume_token {
-        // Not on an arbor mount: the progress notes plain receives leave.
-        if args.image.image.is_none() && !super::receive_plain::on_arbor(dest)? {
+        if plain {
+            // The progress notes plain receives leave.
             return print_tokens(dest, super::receive_plain::unfinished(dest)?);
         }
         return print_resume_tokens(&Target::new(args.image.image.as_deref())?, dest);
     }
-    // Not on an arbor mount: re-created there with ordinary system calls.
-    if args.image.image.is_none() && !super::receive_plain::on_arbor(dest)? {
+    if plain {
         return super::receive_plain::run(dest, input, progress::wanted(args.quiet).then(new_bar));
     }
     let t = Target::new(args.image.image.as_deref())?;
@@ -141,14 +142,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 /// After a failed receive: how to resume it, if it left an unfinished subvolume.
 fn resume_hint(t: &Target, dest: &Path) -> String {
     match unfinished(t, dest) {
-        Ok(found) if !found.is_empty() => format!(
-            "\nwhat arrived is kept in the unfinished subvolume {}: resume with `arbor send --resume $(arbor receive --resume-token {}) SNAPSHOT | arbor receive {}`",
-            found[0].0,
-            dest.display(),
-            dest.display()
-        ),
+        Ok(found) if !found.is_empty() => {
+            hint_text("subvolume", &found[0].0, &dest.display().to_string(), dest)
+        }
         _ => String::new(),
     }
+}
+
+/// The hint after a failed receive into `dest` that left the unfinished `kind` (a
+/// subvolume, a directory) `partial`; `token_at` is what `--resume-token` is given.
+pub(super) fn hint_text(kind: &str, partial: &str, token_at: &str, dest: &Path) -> String {
+    format!(
+        "\nwhat arrived is kept in the unfinished {kind} {partial}: resume with `arbor send --resume $(arbor receive --resume-token {token_at}) SNAPSHOT | arbor receive {}`",
+        dest.display()
+    )
 }
 
 /// `--resume-token`: the token of the unfinished receive `path`, or of those in

@@ -74,13 +74,8 @@ fn resume_hint(dest: &Path, target: &PlainTarget) -> String {
     let Some((name, _)) = target.partial() else {
         return String::new();
     };
-    let dir = dest.join(OsStr::from_bytes(name));
-    format!(
-        "\nwhat arrived is kept in the unfinished directory {}: resume with `arbor send --resume $(arbor receive --resume-token {}) SNAPSHOT | arbor receive {}`",
-        dir.display(),
-        dir.display(),
-        dest.display()
-    )
+    let dir = dest.join(OsStr::from_bytes(name)).display().to_string();
+    super::receive::hint_text("directory", &dir, &dir, dest)
 }
 
 /// `--resume-token` on a plain filesystem: the unfinished receives `path` is or holds,

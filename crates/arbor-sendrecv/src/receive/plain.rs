@@ -279,17 +279,8 @@ impl Target for Plain {
         };
         match what {
             NewInode::File => {
-                let fd = fs::openat(
-                    d,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(err("create"))?;
+                let fd =
+                    sys::create_new(d, name, Mode::from_raw_mode(0o600)).map_err(err("create"))?;
                 t.open = Some((path.to_vec(), fd));
             }
             NewInode::Dir => {

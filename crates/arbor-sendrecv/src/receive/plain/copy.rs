@@ -123,17 +123,8 @@ impl Copier<'_> {
             }
             FileType::RegularFile => {
                 let src = open_regular(src_dir, name, OFlags::RDONLY)?;
-                let dst = fs::openat(
-                    dst_dir,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    private,
-                )
-                .map_err(|e| fail(&what, "create", e))?;
+                let dst = sys::create_new(dst_dir, name, private)
+                    .map_err(|e| fail(&what, "create", e))?;
                 sys::copy_data(src.as_fd(), dst.as_fd(), sys::file_size(&st))
                     .map_err(|e| fail(&what, "copy", e))?;
                 let (from, to) = (Access::Fd(src.as_fd()), Access::Fd(dst.as_fd()));

@@ -231,13 +231,8 @@ pub(super) fn replace_file(
         Ok(()) | Err(Errno::NOENT) => {}
         Err(e) => return Err(fail(&what, "remove", e)),
     }
-    let fd = fs::openat(
-        dir,
-        tmp,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )
-    .map_err(|e| fail(&what, "create", e))?;
+    let fd =
+        create_new(dir, tmp, Mode::from_raw_mode(0o644)).map_err(|e| fail(&what, "create", e))?;
     pwrite_all(rustix::fd::AsFd::as_fd(&fd), 0, data).map_err(|e| fail(&what, "write", e))?;
     fs::fsync(&fd).map_err(|e| fail(&what, "fsync", e))?;
     fs::renameat(dir, tmp, dir, name).map_err(|e| fail(&show(name), "rename", e))?;
@@ -249,6 +244,17 @@ pub(super) fn replace_file(
 /// filesystem can (xfs, btrfs) and copy them in the kernel elsewhere; where it is
 /// refused (across filesystems, overlapping ranges of one file, old kernels) the bytes
 /// are read and written.
+/// Creates the regular file `name` in `dir` for writing: never an existing name, never
+/// through a symlink.
+pub(super) fn create_new(dir: BorrowedFd<'_>, name: &[u8], mode: Mode) -> Result<OwnedFd, Errno> {
+    fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        mode,
+    )
+}
+
 pub(super) fn copy_range(
     src: BorrowedFd<'_>,
     mut src_off: u64,
