@@ -98,13 +98,16 @@ pub(crate) fn dir_path(e: &Engine, subvol: u64, mut dir: u64) -> Result<Vec<u8>>
 
 /// The transaction that last changed subvolume `id`'s tree.
 pub(crate) fn generation_of(e: &Engine, id: u64) -> Result<u64> {
+    generation(e, id, &get_item(e, id)?)
+}
+
+fn generation(e: &Engine, id: u64, item: &SubvolItem) -> Result<u64> {
     // A fresh snapshot's root pointer still carries its source's generation.
-    Ok(e.tree_root(id)?.generation.max(get_item(e, id)?.otransid))
+    Ok(e.tree_root(id)?.generation.max(item.otransid))
 }
 
 fn info(e: &Engine, id: u64, item: SubvolItem) -> Result<SubvolInfo> {
-    // A fresh snapshot's root pointer still carries its source's generation.
-    let generation = e.tree_root(id)?.generation.max(item.otransid);
+    let generation = generation(e, id, &item)?;
     let root = Loc::root_of(id).global();
     let referenced_bytes = match e.get(id, FsInfo::key())? {
         Some(v) => FsInfo::decode(&v)?.data_bytes,
