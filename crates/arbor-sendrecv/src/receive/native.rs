@@ -44,11 +44,10 @@ struct Current {
     /// Global inode number of its root, and its id.
     root: u64,
     id: u64,
-    uuid: [u8; 16],
-    ctransid: u64,
     /// The declared parent's root here, for clones.
     parent_root: Option<u64>,
-    /// What the progress note says of the stream.
+    /// The progress note: the stream (UUID and transaction recorded at END) and how
+    /// far it got.
     note: ReceiveProgress,
 }
 
@@ -146,8 +145,20 @@ impl<'a> Native<'a> {
         Ok(info)
     }
 
-    fn start(&mut self, s: &StreamSubvol, root: u64, id: u64, parent_root: Option<u64>) {
+    /// Receives into subvolume `id` (root `root`) from now on, whose progress is `note`.
+    fn start(&mut self, root: u64, id: u64, parent_root: Option<u64>, note: ReceiveProgress) {
         self.cache.clear();
+        self.fs.set_receive_progress(id, Some(note));
+        self.current = Some(Current {
+            root,
+            id,
+            parent_root,
+            note,
+        });
+    }
+
+    /// Receives into the new subvolume `id` (root `root`) the stream `s` makes.
+    fn start_new(&mut self, s: &StreamSubvol, root: u64, id: u64, parent_root: Option<u64>) {
         let (parent_uuid, parent_ctransid) = s.parent.unwrap_or_default();
         let note = ReceiveProgress {
             uuid: s.uuid,
@@ -157,15 +168,7 @@ impl<'a> Native<'a> {
             version: s.version,
             ..Default::default()
         };
-        self.fs.set_receive_progress(id, Some(note));
-        self.current = Some(Current {
-            root,
-            id,
-            uuid: s.uuid,
-            ctransid: s.ctransid,
-            parent_root,
-            note,
-        });
+        self.start(root, id, parent_root, note);
     }
 }
 
@@ -213,11 +216,7 @@ impl<'a> Target for Native<'a> {
             Some((uuid, ctransid)) => Some(self.find(uuid, ctransid, "parent subvolume")?.root),
             None => None,
         };
-        self.start(s, info.root, info.id, parent_root);
-        if let Some(c) = self.current.as_mut() {
-            c.note = note;
-        }
-        self.fs.set_receive_progress(info.id, Some(note));
+        self.start(info.root, info.id, parent_root, note);
         Ok(note.digest)
     }
 
@@ -227,7 +226,7 @@ impl<'a> Target for Native<'a> {
                 .fs
                 .subvol_create(self.dest, &s.name, root_caller())
                 .map_err(|e| fs_err(&s.name, e))?;
-            self.start(s, info.root, info.id, None);
+            self.start_new(s, info.root, info.id, None);
             return Ok(());
         };
         let parent = self.find(parent_uuid, parent_ctransid, "parent subvolume")?;
@@ -235,7 +234,7 @@ impl<'a> Target for Native<'a> {
             .fs
             .subvol_snapshot(parent.root, self.dest, &s.name, false)
             .map_err(|e| fs_err(&s.name, e))?;
-        self.start(s, info.root, info.id, Some(parent.root));
+        self.start_new(s, info.root, info.id, Some(parent.root));
         Ok(())
     }
 
@@ -429,7 +428,7 @@ impl<'a> Target for Native<'a> {
             .take()
             .ok_or_else(|| "END without a subvolume".to_string())?;
         self.fs
-            .subvol_set_received(c.id, c.uuid, c.ctransid)
+            .subvol_set_received(c.id, c.note.uuid, c.note.ctransid)
             .map_err(|e| e.to_string())?;
         self.fs
             .subvol_set_read_only(c.id, true)
