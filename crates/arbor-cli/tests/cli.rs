@@ -109,7 +109,7 @@ fn user_tree_root(path: &Path, tree: u64) -> u64 {
     let value = items
         .get(&Key::new(tree, item_type::ROOT_ITEM, 0))
         .expect("root item of the tree");
-    RootItem::decode(value).unwrap().0.bytenr
+    RootItem::decode(value).unwrap().root.bytenr
 }
 
 fn flip_byte(path: &Path, offset: u64) {

@@ -21,8 +21,8 @@ pub enum Request {
     },
     /// Delete the subvolume `name` in `parent`.
     SubvolDelete { parent: u64, name: Vec<u8> },
-    /// Every subvolume; with `usage`, each one's exclusive bytes too (a walk of
-    /// what it holds alone).
+    /// Every subvolume; with `usage`, each one's exclusive bytes too (as of the
+    /// last commit, which keeps them).
     SubvolList { usage: bool },
     /// The subvolume that holds inode `ino`.
     SubvolShow { ino: u64 },

@@ -1,17 +1,17 @@
 //! The offline checker. It trusts nothing the engine keeps in memory: it reads the
 //! superblocks, walks every tree from its root through the validator, counts the real
-//! references to every block, and compares them with the extent tree and with the
-//! superblock's space accounting.
+//! references to every block, and compares them with the extent tree, with the
+//! superblock's space accounting and with each tree's kept exclusive bytes.
 
 use crate::engine::DataRefs;
 use crate::format::{
-    Body, DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key, Leaf,
-    RootItem, RootPtr, Superblock, decode_node, item_type, objectid, reserved_ranges,
-    validate_extent,
+    AnchorItem, Body, DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key,
+    Leaf, RootItem, RootPtr, Superblock, anchor_hash, decode_node, item_type, objectid,
+    reserved_ranges, validate_extent,
 };
 use crate::open::read_superblock;
 use crate::storage::Storage;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What the checker found.
 #[derive(Clone, Debug, Default)]
@@ -78,6 +78,10 @@ struct Walker<'a> {
     data_hook: Option<&'a dyn DataRefs>,
     /// References to each data extent found in leaves: (length, count).
     data: HashMap<u64, (u64, u64)>,
+    /// The anchors the items naming each data extent have.
+    named_anchors: HashMap<u64, BTreeSet<Key>>,
+    /// The anchors the extent tree records for each data extent.
+    stored_anchors: HashMap<u64, BTreeSet<Key>>,
 }
 
 /// Checks the image on `storage`. Problems are collected, never raised: the report says
@@ -110,7 +114,11 @@ pub fn check_with(storage: &dyn Storage, data_refs: Option<&dyn DataRefs>) -> Ch
         nodes: 0,
         data_hook: data_refs,
         data: HashMap::new(),
+        named_anchors: HashMap::new(),
+        stored_anchors: HashMap::new(),
     };
+    // (tree, root, kept exclusive bytes) of every valid root item.
+    let mut trees = Vec::new();
     let root_items = w.walk_root(objectid::ROOT_TREE, sb.root_tree);
     let extent_items = w.walk_root(objectid::EXTENT_TREE, sb.extent_tree);
     for (key, value) in root_items {
@@ -119,14 +127,15 @@ pub fn check_with(storage: &dyn Storage, data_refs: Option<&dyn DataRefs>) -> Ch
                 if key.objectid >= objectid::FIRST_USER_TREE && key.offset == 0 =>
             {
                 let valid = RootItem::decode(&value).and_then(|item| {
-                    item.0
+                    item.root
                         .validate(sb.generation, sb.nodesize, sb.total_bytes)?;
                     Ok(item)
                 });
                 match valid {
                     Ok(item) => {
                         report.trees += 1;
-                        w.walk_root(key.objectid, item.0);
+                        w.walk_root(key.objectid, item.root);
+                        trees.push((key.objectid, item.root, item.exclusive));
                     }
                     Err(why) => w.problems.push(format!("root tree item {key}: {why}")),
                 }
@@ -156,6 +165,9 @@ pub fn check_with(storage: &dyn Storage, data_refs: Option<&dyn DataRefs>) -> Ch
     }
     let extents = w.decode_extents(extent_items);
     w.compare_refs(&extents);
+    if w.problems.is_empty() {
+        w.compare_exclusive(&trees, &extents);
+    }
     let used = w.check_layout(&extents);
     if used != sb.bytes_used {
         w.problems.push(format!(
@@ -262,6 +274,10 @@ impl Walker<'_> {
                         ));
                     }
                     e.1 += 1;
+                    self.named_anchors
+                        .entry(bytenr)
+                        .or_default()
+                        .insert(hook.anchor(&key, value));
                 }
                 Ok(None) => {}
                 Err(why) => self
@@ -274,6 +290,21 @@ impl Walker<'_> {
     fn decode_extents(&mut self, items: Vec<(Key, Vec<u8>)>) -> BTreeMap<u64, (u64, ExtentItem)> {
         let mut extents = BTreeMap::new();
         for (key, value) in items {
+            if key.ty == item_type::ANCHOR_ITEM {
+                match AnchorItem::decode(&value) {
+                    Ok(a) if a.0.iter().all(|k| anchor_hash(k) == key.offset) => {
+                        self.stored_anchors
+                            .entry(key.objectid)
+                            .or_default()
+                            .extend(a.0);
+                    }
+                    Ok(_) => self.problems.push(format!(
+                        "extent tree item {key}: an anchor stored under another hash"
+                    )),
+                    Err(why) => self.problems.push(format!("extent tree item {key}: {why}")),
+                }
+                continue;
+            }
             if key.ty != item_type::EXTENT_ITEM {
                 self.problems
                     .push(format!("extent tree item {key}: unexpected item type"));
@@ -355,11 +386,111 @@ impl Walker<'_> {
                 }
             }
         }
+        let mut anchored: Vec<(&u64, &BTreeSet<Key>)> = self.named_anchors.iter().collect();
+        anchored.sort_unstable();
+        for (bytenr, named) in anchored {
+            let stored = self.stored_anchors.get(bytenr);
+            for a in named {
+                if !stored.is_some_and(|s| s.contains(a)) {
+                    self.problems.push(format!(
+                        "data extent {bytenr}: items anchored at {a} name it, but the extent tree does not record that anchor"
+                    ));
+                }
+            }
+        }
+        let mut stored: Vec<&u64> = self.stored_anchors.keys().collect();
+        stored.sort_unstable();
+        for bytenr in stored {
+            if extents
+                .get(bytenr)
+                .is_none_or(|(_, i)| i.flags != EXTENT_FLAG_DATA)
+            {
+                self.problems.push(format!(
+                    "extent tree: anchors of {bytenr}, which is not an allocated data extent"
+                ));
+            }
+        }
         for (bytenr, (_, item)) in extents {
             if item.flags == EXTENT_FLAG_DATA && !self.data.contains_key(bytenr) {
                 self.problems.push(format!(
                     "data extent {bytenr}: allocated with refcount {} but nothing references it (leaked)",
                     item.refs
+                ));
+            }
+        }
+    }
+
+    /// Compares each tree's kept exclusive bytes with the blocks it holds alone, found
+    /// from the references counted here: the nodes reached from its root through nodes
+    /// referenced once, and the data extents all of whose references are items of those
+    /// nodes' leaves.
+    fn compare_exclusive(
+        &mut self,
+        trees: &[(u64, RootPtr, u64)],
+        extents: &BTreeMap<u64, (u64, ExtentItem)>,
+    ) {
+        let ns = u64::from(self.sb.nodesize);
+        for &(tree, root, kept) in trees {
+            let mut bytes = 0u64;
+            let mut named: HashMap<u64, u64> = HashMap::new();
+            let mut stack = Vec::new();
+            if self.refs.get(&root.bytenr) == Some(&1) {
+                stack.push((root.bytenr, root.generation, root.level, None, None));
+            }
+            while let Some((bytenr, generation, level, lo, hi)) = stack.pop() {
+                let mut buf = vec![0u8; ns as usize];
+                if self.storage.read_at(bytenr, &mut buf).is_err() {
+                    return;
+                }
+                let expect = Expect {
+                    bytenr,
+                    generation,
+                    level,
+                    fsid: &self.sb.fsid,
+                    nodesize: self.sb.nodesize,
+                    total_bytes: self.sb.total_bytes,
+                    lo,
+                    hi,
+                };
+                let Ok(node) = decode_node(&buf, &expect) else {
+                    return;
+                };
+                bytes += ns;
+                match node.body {
+                    Body::Branch(ptrs) => {
+                        for (i, p) in ptrs.iter().enumerate() {
+                            if self.refs.get(&p.bytenr) == Some(&1) {
+                                let child_hi = ptrs.get(i + 1).map(|n| n.key).or(hi);
+                                stack.push((
+                                    p.bytenr,
+                                    p.generation,
+                                    level - 1,
+                                    Some(p.key),
+                                    child_hi,
+                                ));
+                            }
+                        }
+                    }
+                    Body::Leaf(leaf) => {
+                        let Some(hook) = self.data_hook else {
+                            continue;
+                        };
+                        for (key, value) in leaf.iter() {
+                            if let Ok(Some((b, _))) = hook.data_ref(tree, &key, value) {
+                                *named.entry(b).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            for (b, n) in named {
+                if self.data.get(&b).is_some_and(|(_, total)| *total == n) {
+                    bytes += extents.get(&b).map_or(0, |(len, _)| *len);
+                }
+            }
+            if bytes != kept {
+                self.problems.push(format!(
+                    "tree {tree}: its root item keeps {kept} exclusive bytes, but it holds {bytes} bytes alone"
                 ));
             }
         }

@@ -73,6 +73,7 @@ impl Engine {
         }
         let r = (|| {
             self.drop_step(self.cfg.drop_nodes_per_commit)?;
+            self.acct_commit()?;
             self.write_root_items()?;
             self.apply_refs()?;
             self.new_superblock()
@@ -106,6 +107,9 @@ impl Engine {
         }
         let txn_gen = self.generation;
         if let Ok(mut cache) = self.cache.lock() {
+            for bytenr in self.evict_at_commit.drain(..) {
+                cache.remove(bytenr);
+            }
             for (_, node) in self.dirty.drain() {
                 debug_assert_eq!(node.generation, txn_gen);
                 cache.insert(node);
@@ -150,7 +154,13 @@ impl Engine {
         for tree in std::mem::take(&mut self.dirty_roots) {
             let key = Key::new(tree, item_type::ROOT_ITEM, 0);
             match self.roots.get(&tree) {
-                Some(r) => self.tree_insert(objectid::ROOT_TREE, key, &RootItem(*r).encode())?,
+                Some(r) => {
+                    let item = RootItem {
+                        root: *r,
+                        exclusive: self.acct.excl.get(&tree).copied().unwrap_or(0),
+                    };
+                    self.tree_insert(objectid::ROOT_TREE, key, &item.encode())?
+                }
                 None => self.delete_if_present(objectid::ROOT_TREE, key)?,
             }
         }

@@ -46,6 +46,14 @@ pub trait DataRefs: Send + Sync + std::fmt::Debug {
         key: &Key,
         value: &[u8],
     ) -> std::result::Result<Option<(u64, u64)>, String>;
+
+    /// Where the run of items that this item belongs to starts: every item naming the
+    /// same extent through the same run has a key in `[anchor, anchor + len)` (same
+    /// objectid and type, offsets up to the extent's length above). Only asked of
+    /// items that name an extent. By default every item is its own run.
+    fn anchor(&self, key: &Key, _value: &[u8]) -> Key {
+        *key
+    }
 }
 
 impl Default for Config {
@@ -156,6 +164,10 @@ pub struct Engine {
     pub(crate) changes_made: u64,
     /// Between `commit_begin` and `commit_end`: nothing may change.
     pub(crate) committing: bool,
+    /// Exclusive bytes per user tree, kept at every commit.
+    pub(crate) acct: crate::accounting::Accounting,
+    /// Committed nodes freed in this transaction: dropped from the cache at its commit.
+    pub(crate) evict_at_commit: Vec<u64>,
 }
 
 impl Drop for Engine {
@@ -322,6 +334,7 @@ impl Engine {
         }
         self.ensure_space(1 + self.delete_reserve())?;
         self.changes_made += 1;
+        self.acct.trees_changed = true;
         let bytenr = self.alloc_node()?;
         let node = Node {
             bytenr,
@@ -354,6 +367,7 @@ impl Engine {
         }
         self.ensure_space(0)?;
         self.changes_made += 1;
+        self.acct.trees_changed = true;
         self.node_ref(root.bytenr, 1);
         self.set_root(dst, root);
         Ok(())
@@ -365,6 +379,7 @@ impl Engine {
         self.check_writable()?;
         let root = self.user_root(tree)?;
         self.changes_made += 1;
+        self.acct.trees_changed = true;
         self.enqueue_drop(root.bytenr, root.generation, root.level, 1)?;
         self.roots.remove(&tree);
         self.dirty_roots.insert(tree);
@@ -386,6 +401,8 @@ impl Engine {
         self.changes_made += 1;
         let r = self.tree_insert(tree, key, value);
         self.poison_on_err(r)?;
+        let noted = self.acct_note_item(&key, value);
+        self.poison_on_err(noted)?;
         self.maybe_commit()
     }
 

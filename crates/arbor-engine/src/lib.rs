@@ -22,6 +22,7 @@
 //! # Ok::<(), arbor_engine::Error>(())
 //! ```
 
+mod accounting;
 mod alloc;
 mod cache;
 mod check;

@@ -154,10 +154,9 @@ impl Engine {
                 self.alloc.release(bytenr, ns);
             }
         } else {
+            // Kept in the cache until the commit: its accounting reads it.
             self.alloc.pin(bytenr, ns);
-            if let Ok(mut c) = self.cache.lock() {
-                c.remove(bytenr);
-            }
+            self.evict_at_commit.push(bytenr);
         }
     }
 

@@ -6,9 +6,9 @@ use crate::cache::NodeCache;
 use crate::engine::{Config, Engine, MkfsOptions};
 use crate::error::{Error, Result};
 use crate::format::{
-    Body, DropItem, ExtentItem, Key, Leaf, MAX_NODESIZE, MIN_NODESIZE, Node, RESERVED_HEAD,
-    RootItem, RootPtr, SECTOR_SIZE, SUPERBLOCK_SIZE, Superblock, item_type, objectid,
-    reserved_ranges, superblock_offsets, validate_extent,
+    AnchorItem, Body, DropItem, EXTENT_FLAG_DATA, ExtentItem, Key, Leaf, MAX_NODESIZE,
+    MIN_NODESIZE, Node, RESERVED_HEAD, RootItem, RootPtr, SECTOR_SIZE, SUPERBLOCK_SIZE, Superblock,
+    anchor_hash, item_type, objectid, reserved_ranges, superblock_offsets, validate_extent,
 };
 use crate::storage::Storage;
 use rustc_hash::FxHashMap as HashMap;
@@ -82,6 +82,7 @@ impl Engine {
             );
         }
         engine.commit()?;
+        engine.acct_start();
         Ok(engine)
     }
 
@@ -109,6 +110,8 @@ impl Engine {
             mirrors_unflushed: false,
             changes_made: 0,
             committing: false,
+            acct: Default::default(),
+            evict_at_commit: Vec::new(),
             sb,
         }
     }
@@ -129,6 +132,7 @@ impl Engine {
         if !engine.cfg.read_only {
             engine.burn_generation()?;
         }
+        engine.acct_start();
         Ok(engine)
     }
 
@@ -148,8 +152,9 @@ impl Engine {
                     if key.objectid >= objectid::FIRST_USER_TREE && key.offset == 0 =>
                 {
                     let item = RootItem::decode(&value).map_err(bad)?;
-                    item.0.validate(sb_gen, ns, total).map_err(bad)?;
-                    self.roots.insert(key.objectid, item.0);
+                    item.root.validate(sb_gen, ns, total).map_err(bad)?;
+                    self.roots.insert(key.objectid, item.root);
+                    self.acct.excl.insert(key.objectid, item.exclusive);
                 }
                 item_type::DROP_ITEM if key.objectid == objectid::DROP_QUEUE => {
                     let item = DropItem::decode(&value).map_err(bad)?;
@@ -172,21 +177,32 @@ impl Engine {
         let mut count = 0u64;
         let items = self.range(objectid::EXTENT_TREE, ..)?;
         let mut extents = Vec::new();
+        // The data extent whose anchor items may follow.
+        let mut last_data: Option<u64> = None;
         for item in items {
             let (key, value) = item?;
-            let item = ExtentItem::decode(&value).map_err(|reason| Error::CorruptItem {
-                tree: objectid::EXTENT_TREE,
-                key: key.to_string(),
-                reason,
-            })?;
             let bad = |reason: String| Error::CorruptItem {
                 tree: objectid::EXTENT_TREE,
                 key: key.to_string(),
                 reason,
             };
+            if key.ty == item_type::ANCHOR_ITEM {
+                if last_data != Some(key.objectid) {
+                    return Err(bad(
+                        "anchor item of something that is not a data extent".into()
+                    ));
+                }
+                let anchors = AnchorItem::decode(&value).map_err(bad)?;
+                if anchors.0.iter().any(|a| anchor_hash(a) != key.offset) {
+                    return Err(bad("anchor stored under another hash".into()));
+                }
+                continue;
+            }
             if key.ty != item_type::EXTENT_ITEM {
                 return Err(bad("not an extent item".into()));
             }
+            let item = ExtentItem::decode(&value).map_err(bad)?;
+            last_data = (item.flags == EXTENT_FLAG_DATA).then_some(key.objectid);
             let (ns, total) = (self.sb.nodesize, self.sb.total_bytes);
             validate_extent(key.objectid, key.offset, item.flags, ns, total).map_err(bad)?;
             extents.push((key.objectid, key.offset));

@@ -156,7 +156,7 @@ fn reachable(dev: &dyn Storage) -> BTreeMap<u64, NodeInfo> {
     walk(dev, &sb, objectid::EXTENT_TREE, sb.extent_tree, &mut out);
     for (k, v) in roots {
         let root = match k.ty {
-            item_type::ROOT_ITEM => (k.objectid, RootItem::decode(&v).unwrap().0),
+            item_type::ROOT_ITEM => (k.objectid, RootItem::decode(&v).unwrap().root),
             item_type::DROP_ITEM => {
                 let d = DropItem::decode(&v).unwrap();
                 let ptr = RootPtr {

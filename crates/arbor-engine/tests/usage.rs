@@ -200,6 +200,9 @@ fn image(dev: &dyn Storage) -> Image {
     );
     let mut data_len = BTreeMap::new();
     for (key, value) in extent_items {
+        if key.ty == item_type::ANCHOR_ITEM {
+            continue;
+        }
         assert_eq!(key.ty, item_type::EXTENT_ITEM);
         if ExtentItem::decode(&value).unwrap().flags == EXTENT_FLAG_DATA {
             data_len.insert(key.objectid, key.offset);
@@ -210,7 +213,7 @@ fn image(dev: &dyn Storage) -> Image {
         let (holder, root) = match key.ty {
             item_type::ROOT_ITEM => (
                 Holder::Tree(key.objectid),
-                RootItem::decode(&value).unwrap().0,
+                RootItem::decode(&value).unwrap().root,
             ),
             item_type::DROP_ITEM => {
                 assert_eq!(key.objectid, objectid::DROP_QUEUE);
@@ -299,6 +302,11 @@ fn assert_usage_is_brute_force(
     }
     let img = image(dev);
     for (t, u) in &committed {
+        assert_eq!(
+            e.exclusive_bytes(*t),
+            Some(u.exclusive_node_bytes + u.exclusive_data_bytes),
+            "{context}: tree {t}'s kept counter ({u:?})"
+        );
         assert_eq!(
             *u,
             brute_usage(&img, *t),
@@ -574,6 +582,56 @@ fn a_fresh_clone_and_its_source_hold_nothing_exclusively_and_read_no_node() {
         e.finish_drops().unwrap();
         assert_eq!(usage(&e, 5), alone);
     }
+}
+
+#[test]
+fn keeping_the_counters_costs_what_changed_not_the_size_of_the_trees() {
+    const N: u64 = 100_000;
+    let (dev, mut e) = engine(128 << 20, 4096);
+    e.create_tree(5).unwrap();
+    fill(&mut e, 5, N, 997);
+    e.commit().unwrap();
+    let full = all_nodes(&*dev, 5).len() as u64;
+    let kept = |e: &Engine, t: u64| e.exclusive_bytes(t).unwrap();
+    let walked = |e: &Engine, t: u64| {
+        let u = usage(e, t);
+        u.exclusive_node_bytes + u.exclusive_data_bytes
+    };
+    assert_eq!(kept(&e, 5), walked(&e, 5));
+    // One key changed and committed: about one path read, and the counter right.
+    let one_change = |e: &mut Engine, t: u64, k: u64| {
+        e.insert(t, Key::new(k, PLAIN, 0), b"changed").unwrap();
+        e.commit().unwrap();
+        let reads = e.accounting_nodes_read();
+        assert!(reads <= 20, "tree {t}, key {k}: {reads} nodes read");
+        assert_eq!(kept(e, t), walked(e, t), "tree {t}");
+    };
+    // A tree that shares nothing: a change copies one path, whose old and new nodes
+    // both belong to it; nothing below them is entered.
+    one_change(&mut e, 5, 777);
+    e.clone_tree(5, 6).unwrap();
+    e.commit().unwrap();
+    assert_eq!((kept(&e, 5), kept(&e, 6)), (0, 0));
+    assert!(
+        e.accounting_nodes_read() <= 4,
+        "a clone: {}",
+        e.accounting_nodes_read()
+    );
+    // Ten keys far apart in each tree: twenty copied paths.
+    for j in 0..10 {
+        let k = j * (N / 10) + 4321;
+        e.insert(5, Key::new(k, PLAIN, 0), b"source").unwrap();
+        e.insert(6, Key::new(k, PLAIN, 0), b"clone").unwrap();
+    }
+    e.commit().unwrap();
+    let reads = e.accounting_nodes_read();
+    assert!(reads * 10 < full, "{reads} nodes read of {full}");
+    for t in [5, 6] {
+        assert_eq!(kept(&e, t), walked(&e, t), "tree {t}");
+    }
+    // The next change to an already copied path costs about its height.
+    one_change(&mut e, 6, 4322);
+    assert_clean(&*dev);
 }
 
 #[test]

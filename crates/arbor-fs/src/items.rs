@@ -577,6 +577,15 @@ impl arbor_engine::DataRefs for FsDataRefs {
             Err(e) => Err(e.to_string()),
         }
     }
+
+    /// Where the file offset of the extent's first byte would be: the pieces a write or
+    /// a punch leaves of one extent item all share it, so only reflinks add anchors.
+    fn anchor(&self, key: &Key, value: &[u8]) -> Key {
+        match FileExtent::decode(key.objectid, *key, value) {
+            Ok(e) => Key::new(key.objectid, key.ty, key.offset.saturating_sub(e.offset)),
+            Err(_) => *key,
+        }
+    }
 }
 
 #[cfg(test)]

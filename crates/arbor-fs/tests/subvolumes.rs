@@ -111,7 +111,11 @@ fn snapshots_share_everything_and_diverge_on_write() {
         (32 << 20) + 6,
         "a snapshot references the same"
     );
-    let exclusive = |id: u64| fs.subvol_exclusive_bytes(id).unwrap();
+    // Kept by every commit: ask after one.
+    let exclusive = |id: u64| {
+        fs.sync().unwrap();
+        fs.subvol_exclusive_bytes(id).unwrap()
+    };
     assert_eq!((exclusive(256), exclusive(snap.id)), (0, 0), "all shared");
     let small = fs.lookup(vol, b"small").unwrap().ino;
     fs.write_file(small, 0, b"after!", false).unwrap();

@@ -1,11 +1,12 @@
 //! The item types the engine itself stores.
 //!
 //! ```text
-//! RootItem   (root tree, key (tree id, ROOT_ITEM, 0)), 24 bytes
+//! RootItem   (root tree, key (tree id, ROOT_ITEM, 0)), 32 bytes
 //!      0    8 bytenr      root node of the tree
 //!      8    8 generation  generation of that node
 //!     16    1 level       height of the tree
 //!     17    7 reserved    zero
+//!     24    8 exclusive   bytes only this tree holds, as of this commit
 //!
 //! ExtentItem (extent tree, key (bytenr, EXTENT_ITEM, length)), 16 bytes
 //!      0    8 refs        number of references: parent pointers + root pointers
@@ -17,10 +18,15 @@
 //!      8    4 count       references to drop
 //!     12    1 level       level of the node
 //!     13    3 reserved    zero
+//!
+//! AnchorItem (extent tree, key (bytenr, ANCHOR_ITEM, anchor_hash(anchor))), 17*n bytes
+//!      0   17 anchor      a key where a run of items naming the data extent starts
+//!     ...                 (more anchors only if their hashes collide)
 //! ```
 
 use super::RootPtr;
 use super::bytes::{get_u8, get_u32, get_u64, put_u32, put_u64};
+use super::key::{KEY_SIZE, Key};
 
 /// The extent holds a B-tree node.
 pub const EXTENT_FLAG_TREE_BLOCK: u64 = 1;
@@ -35,32 +41,85 @@ fn exact(v: &[u8], len: usize, what: &str) -> Result<(), String> {
     }
 }
 
-/// A tree's root pointer, as the root tree stores it.
+/// A tree's root pointer and exclusive bytes, as the root tree stores them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RootItem(pub RootPtr);
+pub struct RootItem {
+    /// The tree's root node.
+    pub root: RootPtr,
+    /// Bytes of nodes and data extents that only this tree holds (see
+    /// `docs/format.md`, "Exclusive usage").
+    pub exclusive: u64,
+}
 
 impl RootItem {
     /// Encoded size.
-    pub const SIZE: usize = 24;
+    pub const SIZE: usize = 32;
 
     /// Encodes the item.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; Self::SIZE];
-        put_u64(&mut b, 0, self.0.bytenr);
-        put_u64(&mut b, 8, self.0.generation);
-        b[16] = self.0.level;
+        put_u64(&mut b, 0, self.root.bytenr);
+        put_u64(&mut b, 8, self.root.generation);
+        b[16] = self.root.level;
+        put_u64(&mut b, 24, self.exclusive);
         b
     }
 
     /// Decodes the item.
     pub fn decode(v: &[u8]) -> Result<Self, String> {
         exact(v, Self::SIZE, "root item")?;
-        Ok(Self(RootPtr {
-            bytenr: get_u64(v, 0).ok_or("truncated root item")?,
-            generation: get_u64(v, 8).ok_or("truncated root item")?,
-            level: get_u8(v, 16).ok_or("truncated root item")?,
-        }))
+        Ok(Self {
+            root: RootPtr {
+                bytenr: get_u64(v, 0).ok_or("truncated root item")?,
+                generation: get_u64(v, 8).ok_or("truncated root item")?,
+                level: get_u8(v, 16).ok_or("truncated root item")?,
+            },
+            exclusive: get_u64(v, 24).ok_or("truncated root item")?,
+        })
     }
+}
+
+/// The anchors of one data extent that share a hash: keys where runs of items naming
+/// the extent start (see `DataRefs::anchor`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnchorItem(pub Vec<Key>);
+
+impl AnchorItem {
+    /// Encodes the item.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.0.len() * KEY_SIZE);
+        for k in &self.0 {
+            b.extend_from_slice(&key_bytes(k));
+        }
+        b
+    }
+
+    /// Decodes the item: one or more keys.
+    pub fn decode(v: &[u8]) -> Result<Self, String> {
+        if v.is_empty() || !v.len().is_multiple_of(KEY_SIZE) {
+            return Err(format!(
+                "anchor item of {} bytes is not a whole number of keys",
+                v.len()
+            ));
+        }
+        let keys = v
+            .chunks_exact(KEY_SIZE)
+            .map(|c| Key::decode(c, 0))
+            .collect::<Option<Vec<Key>>>()
+            .ok_or("truncated anchor")?;
+        Ok(Self(keys))
+    }
+}
+
+/// The key offset an anchor is stored under: the CRC-32C of its encoding.
+pub fn anchor_hash(anchor: &Key) -> u64 {
+    u64::from(crc32c::crc32c(&key_bytes(anchor)))
+}
+
+fn key_bytes(k: &Key) -> [u8; KEY_SIZE] {
+    let mut b = [0u8; KEY_SIZE];
+    k.encode(&mut b, 0);
+    b
 }
 
 /// An allocated extent's reference count.
@@ -172,11 +231,18 @@ mod tests {
 
     #[test]
     fn items_round_trip() {
-        let r = RootItem(RootPtr {
-            bytenr: 1 << 20,
-            generation: 3,
-            level: 2,
-        });
+        let r = RootItem {
+            root: RootPtr {
+                bytenr: 1 << 20,
+                generation: 3,
+                level: 2,
+            },
+            exclusive: 7 << 12,
+        };
+        let a = AnchorItem(vec![Key::new(1, 2, 3), Key::new(4, 5, 6)]);
+        assert_eq!(AnchorItem::decode(&a.encode()), Ok(a));
+        assert!(AnchorItem::decode(&[0; 18]).is_err());
+        assert!(AnchorItem::decode(&[]).is_err());
         assert_eq!(RootItem::decode(&r.encode()), Ok(r));
         let e = ExtentItem {
             refs: 2,
@@ -193,7 +259,7 @@ mod tests {
 
     #[test]
     fn items_of_the_wrong_size_are_rejected() {
-        assert!(RootItem::decode(&[0; 23]).is_err());
+        assert!(RootItem::decode(&[0; 24]).is_err());
         assert!(ExtentItem::decode(&[0; 17]).is_err());
         assert!(ExtentItem::decode(&[0; 16]).unwrap_err().contains("zero"));
     }

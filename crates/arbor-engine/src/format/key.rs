@@ -11,6 +11,9 @@ pub mod item_type {
     pub const ROOT_ITEM: u8 = 132;
     /// An allocated extent in the extent tree, keyed `(bytenr, EXTENT_ITEM, length)`.
     pub const EXTENT_ITEM: u8 = 168;
+    /// Where items naming a data extent are, in the extent tree, keyed
+    /// `(bytenr, ANCHOR_ITEM, anchor_hash)`.
+    pub const ANCHOR_ITEM: u8 = 176;
     /// A pending reference drop in the root tree, keyed `(DROP_QUEUE, DROP_ITEM, bytenr)`.
     pub const DROP_ITEM: u8 = 200;
 }

@@ -11,13 +11,14 @@ mod node;
 mod superblock;
 
 pub use items::{
-    DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, ExtentItem, RootItem, validate_extent,
+    AnchorItem, DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, ExtentItem, RootItem,
+    anchor_hash, validate_extent,
 };
 pub use key::{KEY_SIZE, Key, item_type, objectid};
 pub use leaf::{Leaf, partition_point};
 pub use node::{
     BRANCH_PTR_SIZE, Body, Expect, LEAF_ITEM_SIZE, NODE_HEADER_SIZE, Node, Ptr, decode_node,
-    encode_node, max_item_size,
+    encode_node, header_claims, max_item_size,
 };
 pub use superblock::{
     FORMAT_VERSION, LABEL_MAX, MAGIC, RootPtr, SUPERBLOCK_SIZE, Superblock, superblock_offsets,

@@ -177,6 +177,12 @@ pub struct Expect<'a> {
     pub hi: Option<Key>,
 }
 
+/// The level and generation a node's header claims, unchecked: for reading a node whose
+/// parent pointer is not at hand (the node must still pass [`decode_node`]).
+pub fn header_claims(b: &[u8]) -> Option<(u8, u64)> {
+    Some((get_u8(b, LEVEL_OFFSET)?, get_u64(b, GENERATION_OFFSET)?))
+}
+
 /// Decodes and validates a node. This is the only way bytes become a [`Node`]: every
 /// check a reader could rely on happens here, so no other code re-checks. The error is
 /// the reason, in the form "have X expect Y" where it fits; the caller names the block.

@@ -28,7 +28,7 @@ pub const SUPERBLOCK_SIZE: usize = 4096;
 /// Identifies an arbor superblock.
 pub const MAGIC: [u8; 8] = *b"ARBOR-FS";
 /// The version this code writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const CSUM_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = CSUM_OFFSET + 4;
