@@ -61,6 +61,9 @@ impl Engine {
             });
         }
         self.add_ref(bytenr, len, EXTENT_FLAG_DATA, delta);
+        // Its owner may change even if this transaction's changes cancel out (an item
+        // moved from one tree to another).
+        self.acct.touched_data.insert(bytenr, len);
         if after == 0 {
             self.alloc.pin(bytenr, len);
         }

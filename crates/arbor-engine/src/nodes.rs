@@ -148,8 +148,16 @@ impl Engine {
         self.node_ref(bytenr, -1);
         if self.dirty.contains_key(&bytenr) {
             // Written in this transaction: never durable, so reusable at once, unless a
-            // clone taken in this transaction still holds it.
-            if !self.refs.contains_key(&bytenr) {
+            // clone taken in this transaction still holds it. Inside a commit, the
+            // extent tree may already count it (an earlier round of `apply_refs` wrote
+            // its item): then what is left is that count plus the pending change.
+            let applied = self
+                .extent_lookup(bytenr)
+                .ok()
+                .flatten()
+                .map_or(0, |(_, i)| i.refs);
+            let pending = self.refs.get(&bytenr).map_or(0, |d| d.delta);
+            if i128::from(applied) + i128::from(pending) <= 0 {
                 self.dirty.remove(&bytenr);
                 self.alloc.release(bytenr, ns);
             }

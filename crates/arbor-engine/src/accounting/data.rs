@@ -106,7 +106,17 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn data_owner(&self, s: State, e: u64, len: u64) -> Result<Owner> {
+    /// The owner of data extent `e` (of `len` bytes) in state `s`. The trees in
+    /// `changed` (those this transaction changed, which new items are in) are searched
+    /// first, then the others newest first (a snapshot taken after the extent was
+    /// written holds it), then the pending drops.
+    pub(super) fn data_owner(
+        &self,
+        s: State,
+        e: u64,
+        len: u64,
+        changed: &BTreeSet<u64>,
+    ) -> Result<Owner> {
         let count = self.acct_count(s, e)?;
         if count == 0 {
             return Ok(Owner::Absent);
@@ -117,8 +127,9 @@ impl Engine {
         let anchors = self.anchors_of(e)?;
         // (leaf, key) -> the tree that owns the leaf, if one does.
         let mut found: HashMap<(u64, Key), Option<u64>> = HashMap::new();
-        let holders = self
-            .acct_roots(s)
+        let mut roots = self.acct_roots(s);
+        roots.sort_by_key(|(t, _)| (!changed.contains(t), std::cmp::Reverse(*t)));
+        let holders = roots
             .into_iter()
             .map(|(t, r)| (Some(t), ChildRef::root(r)))
             .chain(

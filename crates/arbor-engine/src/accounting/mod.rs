@@ -1,9 +1,9 @@
 //! Each user tree's exclusive bytes, kept current at every commit instead of walked on
 //! request (`docs/format.md`, "Exclusive usage").
 //!
-//! At commit, every block whose ownership may have changed is a candidate: each block
-//! whose reference count changed, and the old and new roots of every tree whose root
-//! pointer changed. For each candidate its owner is found in the committed state and in
+//! At commit, every block whose ownership may have changed is a candidate: each node
+//! whose reference count changed, each data extent whose count was touched at all, and
+//! the old and new roots of every tree whose root pointer changed. For each candidate its owner is found in the committed state and in
 //! the new one: the tree that holds it alone, or none. Where they differ, the block moves
 //! between the two trees' counters, together with its closure: the blocks below it that
 //! are counted once and are not candidates themselves (their owner follows it).
@@ -41,6 +41,12 @@ pub(crate) struct Accounting {
     pub reads: AtomicU64,
     /// A tree was created, cloned or dropped in this transaction.
     pub trees_changed: bool,
+    /// Data extents whose count this transaction changed, even if back to where it
+    /// was, with their lengths.
+    pub touched_data: BTreeMap<u64, u64>,
+    /// Set once the state the counters describe is known (after mkfs's first commit,
+    /// which writes only the engine's own trees, or at open).
+    pub active: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +129,8 @@ impl Engine {
         self.acct.roots = self.acct_roots(State::New).into_iter().collect();
         self.acct.drops = self.drops.clone();
         self.acct.new_anchors.clear();
+        self.acct.touched_data.clear();
+        self.acct.active = true;
     }
 
     /// The bytes only `tree` holds, as of the last commit: kept by every commit, so
@@ -146,13 +154,18 @@ impl Engine {
     /// Moves bytes between counters for this transaction's changes (at commit, after
     /// the drop step, before the extent tree is updated).
     pub(crate) fn acct_commit(&mut self) -> Result<()> {
+        if !self.acct.active {
+            return Ok(());
+        }
         self.acct.reads.store(0, Ordering::Relaxed);
         let ns = u64::from(self.sb.nodesize);
         let mut node_cands: BTreeSet<u64> = BTreeSet::new();
-        let mut data_cands: BTreeMap<u64, u64> = BTreeMap::new();
+        // Every data extent an item was added or removed for, even if the counts
+        // cancel out: an item may have left one tree for another.
+        let mut data_cands = std::mem::take(&mut self.acct.touched_data);
         for (b, d) in &self.refs {
             if d.flags == EXTENT_FLAG_DATA {
-                data_cands.insert(*b, d.len);
+                data_cands.entry(*b).or_insert(d.len);
             } else {
                 node_cands.insert(*b);
             }
@@ -164,9 +177,11 @@ impl Engine {
                 node_cands.insert(r.bytenr);
             }
         }
+        let mut changed = BTreeSet::new();
         for (t, r) in &new_roots {
             if old_roots.get(t).map(|o| o.bytenr) != Some(r.bytenr) {
                 node_cands.insert(r.bytenr);
+                changed.insert(*t);
             }
         }
         // Trees whose new root is shared hold nothing alone, and dropped trees have no
@@ -250,8 +265,8 @@ impl Engine {
             }
         }
         for (&e, &len) in &data_cands {
-            let o = self.data_owner(State::Old, e, len)?;
-            let n = self.data_owner(State::New, e, len)?;
+            let o = self.data_owner(State::Old, e, len, &changed)?;
+            let n = self.data_owner(State::New, e, len, &changed)?;
             if o == n {
                 continue;
             }

@@ -32,9 +32,10 @@ impl Moved<'_> {
 }
 
 impl Engine {
-    /// Level, first key and writer of every candidate node of a user tree (the engine's
-    /// own trees are left out), highest level first, and for each candidate the candidate
-    /// branches pointing to it. A node in memory (written in this transaction, or cached)
+    /// Level, first key and writer of every candidate node, highest level first, and for
+    /// each candidate the candidate branches pointing to it. (Only user trees' nodes
+    /// are candidates: the root and extent trees change after the accounting, in the
+    /// commit.) A node in memory (written in this transaction, or cached)
     /// says it itself, and its pointers say it of its candidate children, so the
     /// children a shared node's copy gained a reference to are not read; any other
     /// candidate is read by its address.
@@ -89,10 +90,7 @@ impl Engine {
             }
         }
         let (infos, parent, contents) = (k.infos, k.parents, k.seen);
-        let mut out: Vec<NodeInfo> = infos
-            .into_values()
-            .filter(|i| !i.is_engine_tree())
-            .collect();
+        let mut out: Vec<NodeInfo> = infos.into_values().collect();
         out.sort_by(|a, b| b.level.cmp(&a.level).then(a.bytenr.cmp(&b.bytenr)));
         Ok((out, parent, contents))
     }
@@ -304,11 +302,6 @@ struct Known<'a> {
 impl Known<'_> {
     fn note(&mut self, node: &Arc<Node>) {
         self.seen.insert(node.bytenr, Arc::clone(node));
-        if node.owner < objectid::FIRST_USER_TREE {
-            self.infos
-                .insert(node.bytenr, NodeInfo::engine_tree(node.bytenr));
-            return;
-        }
         if let Body::Branch(ptrs) = &node.body {
             for p in ptrs {
                 self.parents.entry(p.bytenr).or_default().push(node.bytenr);
@@ -334,24 +327,9 @@ pub(super) struct NodeInfo {
     generation: u64,
     level: u8,
     first: Option<Key>,
-    /// The tree whose id the node's header (or its parent's) names.
+    /// The tree whose id the node's header (or its parent's) names: only where to
+    /// search first, since nothing checks it.
     owner: u64,
-}
-
-impl NodeInfo {
-    fn engine_tree(bytenr: u64) -> Self {
-        Self {
-            bytenr,
-            generation: 0,
-            level: 0,
-            first: None,
-            owner: 0,
-        }
-    }
-
-    fn is_engine_tree(&self) -> bool {
-        self.owner < objectid::FIRST_USER_TREE
-    }
 }
 
 fn info_of(node: &Node) -> NodeInfo {
