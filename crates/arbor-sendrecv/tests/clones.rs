@@ -62,6 +62,17 @@ fn full(fs: &Fs, root: u64, name: &[u8], o: SendOptions) -> (Vec<u8>, SendStats)
 
 const MIB: usize = 1 << 20;
 
+/// A fresh filesystem holding s1 received in full, and the incremental stream from s1 to
+/// s2 (not yet received), in stream `version`.
+fn received_s1_and_s2_from(fs: &Fs, s1: u64, s2: u64, version: u32) -> (Fs, Vec<u8>, SendStats) {
+    let dst = fresh();
+    let (base, _) = full(fs, s1, b"s1", opts(version, vec![]));
+    receive(&dst, ROOT_INO, &base[..]).unwrap();
+    let mut inc = Vec::new();
+    let stats = send_incremental(fs, s1, s2, b"s2", &mut inc, opts(version, vec![])).unwrap();
+    (dst, inc, stats)
+}
+
 #[test]
 fn a_full_send_clones_what_the_stream_already_sent() {
     let fs = fresh();
@@ -112,19 +123,7 @@ fn an_incremental_send_clones_from_the_parent() {
     fs.copy_range(a, MIB as u64, m, 40_960, 200_704).unwrap();
     let s2 = fs.subvol_snapshot(vol, ROOT_INO, b"s2", true).unwrap();
     for version in [1, 2] {
-        let dst = fresh();
-        let (base, _) = full(&fs, s1.root, b"s1", opts(version, vec![]));
-        receive(&dst, ROOT_INO, &base[..]).unwrap();
-        let mut inc = Vec::new();
-        let stats = send_incremental(
-            &fs,
-            s1.root,
-            s2.root,
-            b"s2",
-            &mut inc,
-            opts(version, vec![]),
-        )
-        .unwrap();
+        let (dst, inc, stats) = received_s1_and_s2_from(&fs, s1.root, s2.root, version);
         assert!(dump(&inc).contains("clone "), "v{version}");
         assert!(stats.data_bytes < 100_000 + 8192, "{stats:?}");
         let got = receive(&dst, ROOT_INO, &inc[..]).unwrap().subvolumes[0];
@@ -230,19 +229,7 @@ fn an_append_or_a_punch_sends_only_the_bytes_that_changed() {
     fs.fallocate(img, 65_536, 8192, punch).unwrap();
     let s2 = fs.subvol_snapshot(vol, ROOT_INO, b"s2", true).unwrap();
     for version in [1, 2] {
-        let dst = fresh();
-        let (base, _) = full(&fs, s1.root, b"s1", opts(version, vec![]));
-        receive(&dst, ROOT_INO, &base[..]).unwrap();
-        let mut inc = Vec::new();
-        let stats = send_incremental(
-            &fs,
-            s1.root,
-            s2.root,
-            b"s2",
-            &mut inc,
-            opts(version, vec![]),
-        )
-        .unwrap();
+        let (dst, inc, stats) = received_s1_and_s2_from(&fs, s1.root, s2.root, version);
         // The appended bytes and the block they share with the old end; v1 sends the
         // punched hole as zeros.
         let hole = if version == 1 { 8192 } else { 0 };

@@ -159,16 +159,7 @@ impl<'a> Native<'a> {
 
     /// Receives into the new subvolume `id` (root `root`) the stream `s` makes.
     fn start_new(&mut self, s: &StreamSubvol, root: u64, id: u64, parent_root: Option<u64>) {
-        let (parent_uuid, parent_ctransid) = s.parent.unwrap_or_default();
-        let note = ReceiveProgress {
-            uuid: s.uuid,
-            ctransid: s.ctransid,
-            parent_uuid,
-            parent_ctransid,
-            version: s.version,
-            ..Default::default()
-        };
-        self.start(root, id, parent_root, note);
+        self.start(root, id, parent_root, s.fresh_progress());
     }
 }
 

@@ -506,7 +506,6 @@ impl Target for Plain {
 impl Plain {
     /// Receives `s` into its directory `root` from now on.
     fn start(&mut self, s: &StreamSubvol, root: OwnedFd, parent: Option<OwnedFd>) {
-        let (parent_uuid, parent_ctransid) = s.parent.unwrap_or_default();
         self.current = Some(Current {
             name: s.name.clone(),
             mark: Mark {
@@ -522,14 +521,7 @@ impl Plain {
             },
             parent,
             sources: HashMap::new(),
-            note: ReceiveProgress {
-                uuid: s.uuid,
-                ctransid: s.ctransid,
-                parent_uuid,
-                parent_ctransid,
-                version: s.version,
-                ..Default::default()
-            },
+            note: s.fresh_progress(),
         });
     }
 

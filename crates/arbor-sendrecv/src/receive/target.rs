@@ -5,6 +5,7 @@
 //! or the declared parent. A target resolves paths itself, never following a
 //! symlink on the way.
 
+use arbor_fs::subvol_items::ReceiveProgress;
 use arbor_send::Timespec;
 
 /// The subvolume a stream makes, as its subvol or snapshot command names it.
@@ -20,6 +21,21 @@ pub struct StreamSubvol {
     pub parent: Option<([u8; 16], u64)>,
     /// The stream's version.
     pub version: u32,
+}
+
+impl StreamSubvol {
+    /// The progress note of a receive of this stream that has applied nothing yet.
+    pub fn fresh_progress(&self) -> ReceiveProgress {
+        let (parent_uuid, parent_ctransid) = self.parent.unwrap_or_default();
+        ReceiveProgress {
+            uuid: self.uuid,
+            ctransid: self.ctransid,
+            parent_uuid,
+            parent_ctransid,
+            version: self.version,
+            ..Default::default()
+        }
+    }
 }
 
 /// What a make command makes.
