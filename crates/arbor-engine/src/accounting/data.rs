@@ -109,13 +109,15 @@ impl Engine {
     /// The owner of data extent `e` (of `len` bytes) in state `s`. The trees in
     /// `changed` (those this transaction changed, which new items are in) are searched
     /// first, then the others newest first (a snapshot taken after the extent was
-    /// written holds it), then the pending drops.
+    /// written holds it), then the pending drops. `anchors` caches the extent's anchors
+    /// between the two states' calls: they are read once, when first needed.
     pub(super) fn data_owner(
         &self,
         s: State,
         e: u64,
         len: u64,
         changed: &BTreeSet<u64>,
+        anchors: &mut Option<BTreeSet<Key>>,
     ) -> Result<Owner> {
         let count = self.acct_count(s, e)?;
         if count == 0 {
@@ -124,7 +126,10 @@ impl Engine {
         if self.cfg.data_refs.is_none() {
             return Ok(Owner::Shared);
         }
-        let anchors = self.anchors_of(e)?;
+        let anchors = match anchors {
+            Some(a) => a,
+            None => anchors.insert(self.anchors_of(e)?),
+        };
         // (leaf, key) -> the tree that owns the leaf, if one does.
         let mut found: HashMap<(u64, Key), Option<u64>> = HashMap::new();
         let mut roots = self.acct_roots(s);
@@ -138,7 +143,7 @@ impl Engine {
                     .map(|(d, item)| (None, drop_ref(d, &item))),
             );
         for (t, root) in holders {
-            self.items_naming(s, t, root, e, len, &anchors, &mut found)?;
+            self.items_naming(s, t, root, e, len, anchors, &mut found)?;
             // An item in a leaf no tree owns settles it; so does finding them all, as a
             // leaf one tree owns is reached from no other.
             if found.values().any(Option::is_none) {

@@ -265,8 +265,9 @@ impl Engine {
             }
         }
         for (&e, &len) in &data_cands {
-            let o = self.data_owner(State::Old, e, len, &changed)?;
-            let n = self.data_owner(State::New, e, len, &changed)?;
+            let mut anchors = None;
+            let o = self.data_owner(State::Old, e, len, &changed, &mut anchors)?;
+            let n = self.data_owner(State::New, e, len, &changed, &mut anchors)?;
             if o == n {
                 continue;
             }
