@@ -97,7 +97,8 @@ fn rename_updates_ctime_and_parent_times() {
     let f = mk(&fs, ROOT_INO, "f", REG);
     let before = fs.getattr(f).unwrap().ctime;
     let dir_before = fs.getattr(ROOT_INO).unwrap().mtime;
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    // Longer than a tick of the coarse clock the times come from (10 ms at HZ=100).
+    std::thread::sleep(std::time::Duration::from_millis(20));
     fs.rename(ROOT_INO, b"f", ROOT_INO, b"g", RenameFlags::default())
         .unwrap();
     assert!(fs.getattr(f).unwrap().ctime > before);

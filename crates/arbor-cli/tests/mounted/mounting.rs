@@ -228,6 +228,36 @@ fn nowriteback_sends_each_write_as_it_comes() {
     assert!(log.contains("largest write 4096 bytes"), "{log}");
 }
 
+/// The kernel keeps a written file's times itself (writeback cache) from its coarse
+/// clock, and sends them back in a SETATTR at close if they changed. The daemon stamps
+/// a new file from the same clock, so a file written within the tick of its create
+/// closes without that extra round trip (it used to cost one per file).
+#[test]
+fn a_file_written_right_after_its_create_closes_without_a_setattr() {
+    let m = Mount::image("64M");
+    let daemon = serve_in_foreground(&m, "");
+    let files = 200;
+    for i in 0..files {
+        std::fs::write(m.path(&format!("f{i}")), [7u8; 1024]).unwrap();
+    }
+    let log = unmount_and_read_log(&m, daemon);
+    // "served N requests on T threads (create 200, getattr 2, ...); ..."
+    let kinds = log
+        .split(" threads (")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or("");
+    let count = |kind: &str| -> u64 {
+        kinds
+            .split(", ")
+            .find_map(|e| e.strip_prefix(kind)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("create"), files, "{log}");
+    // A tick (1 to 10 ms) ending between a create and its write still costs one.
+    assert!(count("setattr") < files / 4, "{log}");
+}
+
 /// Runs `arbor -v mount -f -o OPTIONS` on the image and returns once it is mounted.
 fn serve_in_foreground(m: &Mount, options: &str) -> std::process::Child {
     let daemon = arbor()
