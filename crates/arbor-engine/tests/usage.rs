@@ -644,6 +644,65 @@ fn keeping_the_counters_costs_what_changed_not_the_size_of_the_trees() {
     assert_clean(&*dev);
 }
 
+/// The accounting of a commit reads about as many nodes with 100 snapshots of the
+/// changed tree as with 10: finding who holds a block stops at the first two holders,
+/// and a block new in this transaction is known from its parent, so the number of
+/// trees does not multiply the searches.
+#[test]
+fn the_accounting_of_a_commit_does_not_grow_with_the_number_of_snapshots() {
+    let reads_with = |snapshots: u64| {
+        let (dev, mut e) = engine(512 << 20, 4096);
+        e.create_tree(5).unwrap();
+        fill(&mut e, 5, 20_000, 10);
+        e.commit().unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut data_key = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 2000 * 10 + 5
+        };
+        let overwrite = |e: &mut Engine, k: u64| {
+            let a = e.alloc_data(4096).unwrap();
+            put_data(e, 5, k, a, 4096);
+        };
+        for j in 0..snapshots {
+            for _ in 0..20 {
+                overwrite(&mut e, data_key());
+            }
+            e.clone_tree(5, 100 + j).unwrap();
+            e.commit().unwrap();
+        }
+        // Each commit: 10 new files' extents and 10 overwrites of shared ones.
+        let mut reads = 0;
+        for c in 0..10u64 {
+            for i in 0..10 {
+                overwrite(&mut e, 1_000_000 + c * 100 + i);
+            }
+            for _ in 0..10 {
+                overwrite(&mut e, data_key());
+            }
+            e.commit().unwrap();
+            reads += e.accounting_nodes_read();
+        }
+        assert_eq!(
+            e.exclusive_bytes(5).unwrap(),
+            {
+                let u = usage(&e, 5);
+                u.exclusive_node_bytes + u.exclusive_data_bytes
+            },
+            "{snapshots} snapshots"
+        );
+        assert_clean(&*dev);
+        reads
+    };
+    let (few, many) = (reads_with(10), reads_with(100));
+    assert!(
+        many * 2 < few * 3,
+        "10 commits read {few} nodes with 10 snapshots, {many} with 100"
+    );
+}
+
 #[test]
 fn the_walk_reads_only_the_copied_paths_of_a_large_cloned_tree() {
     const N: u64 = 100_000;
