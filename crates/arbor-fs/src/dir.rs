@@ -7,7 +7,7 @@ use crate::fs::{Caller, Fs, MAX_LINKS, Txn};
 use crate::ino::{Loc, TOP_SUBVOL};
 use crate::items::{
     DT_SUBVOL, DirEntry, FIRST_DIR_INDEX, Inode, NAME_MAX, ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT,
-    S_ISGID, decode_refs, dtype, encode_refs, key, name_hash, ty,
+    S_ISGID, Time, decode_refs, dtype, encode_refs, key, name_hash, ty,
 };
 use crate::subvol_items::{SUBVOL_TREE, SubvolRef, sty};
 use arbor_engine::Engine;
@@ -239,7 +239,7 @@ impl Fs {
                 atime: t.now,
                 mtime: t.now,
                 ctime: t.now,
-                crtime: t.now,
+                crtime: Time::birth(),
                 ..Default::default()
             };
             if dir.mode & S_ISGID != 0 {

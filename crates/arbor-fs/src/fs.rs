@@ -164,7 +164,7 @@ impl Fs {
             atime: now,
             mtime: now,
             ctime: now,
-            crtime: now,
+            crtime: Time::birth(),
             ..Default::default()
         };
         e.insert(FS_TREE, key(ROOT_INO, ty::INODE_ITEM, 0), &root.encode())?;

@@ -164,7 +164,37 @@ impl Time {
             nsec: t.tv_nsec as u32,
         }
     }
+
+    /// A new inode's birth time (`crtime`): [`Time::now`], moved on by a nanosecond
+    /// past the last one handed out when that is not later. Within a tick the coarse
+    /// clock stands still, but no two inodes made by one process share a birth time,
+    /// so two inodes with the same number made in one transaction (in two snapshots of
+    /// one subvolume) still differ by `generation, crtime`, the identity diff and
+    /// send compare.
+    pub fn birth() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now = Self::now();
+        // Nanoseconds since 1970 fit a u64 until 2554; a clock set before 1970 gets
+        // its plain time.
+        let Ok(sec) = u64::try_from(now.sec) else {
+            return now;
+        };
+        let ns = sec
+            .saturating_mul(NANOS)
+            .saturating_add(u64::from(now.nsec));
+        let next = |last: u64| ns.max(last.saturating_add(1));
+        let (Ok(last) | Err(last)) =
+            LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(next(l)));
+        let t = next(last);
+        Time {
+            sec: (t / NANOS) as i64,
+            nsec: (t % NANOS) as u32,
+        }
+    }
 }
+
+const NANOS: u64 = 1_000_000_000;
 
 /// An inode's attributes: `INODE_ITEM` `(ino, 1, 0)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -224,7 +224,7 @@ impl Fs {
                 atime: t.now,
                 mtime: t.now,
                 ctime: t.now,
-                crtime: t.now,
+                crtime: Time::birth(),
                 ..Default::default()
             };
             t.e.insert(id, key(ROOT_INO, ty::INODE_ITEM, 0), &root.encode())?;
@@ -548,7 +548,7 @@ impl Txn<'_> {
                 atime: self.now,
                 mtime: self.now,
                 ctime: self.now,
-                crtime: self.now,
+                crtime: Time::birth(),
                 ..Default::default()
             };
             self.put_inode(&placeholder)?;
