@@ -674,4 +674,15 @@ mod tests {
         assert!(DirEntry::decode_list(256, k, &v[..v.len() - 1]).is_err());
         assert!(DirEntry::decode_list(256, k, &[]).is_err());
     }
+
+    #[test]
+    fn birth_times_are_unique_increasing_and_never_behind_the_clock() {
+        let mut last = Time::birth();
+        for _ in 0..10_000 {
+            let before = Time::now();
+            let t = Time::birth();
+            assert!(t > last && t >= before && t.nsec < 1_000_000_000, "{t:?}");
+            last = t;
+        }
+    }
 }
