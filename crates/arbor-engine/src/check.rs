@@ -6,7 +6,7 @@
 use crate::engine::DataRefs;
 use crate::format::{
     AnchorItem, Body, DropItem, EXTENT_FLAG_DATA, EXTENT_FLAG_TREE_BLOCK, Expect, ExtentItem, Key,
-    Leaf, RootItem, RootPtr, Superblock, anchor_hash, decode_node, item_type, objectid,
+    Leaf, Node, RootItem, RootPtr, Superblock, anchor_hash, decode_node, item_type, objectid,
     reserved_ranges, validate_extent,
 };
 use crate::open::read_superblock;
@@ -204,24 +204,7 @@ impl Walker<'_> {
                 continue;
             }
             self.seen.insert(bytenr, (generation, level));
-            let ns = self.sb.nodesize;
-            let mut buf = vec![0u8; ns as usize];
-            if let Err(e) = self.storage.read_at(bytenr, &mut buf) {
-                self.problems
-                    .push(format!("tree {tree}: block {bytenr}: read failed: {e}"));
-                continue;
-            }
-            let expect = Expect {
-                bytenr,
-                generation,
-                level,
-                fsid: &self.sb.fsid,
-                nodesize: ns,
-                total_bytes: self.sb.total_bytes,
-                lo,
-                hi,
-            };
-            let node = match decode_node(&buf, &expect) {
+            let node = match self.read_node(bytenr, generation, level, lo, hi) {
                 Ok(n) => n,
                 Err(why) => {
                     self.problems
@@ -256,6 +239,33 @@ impl Walker<'_> {
         }
         items.sort_by_key(|(k, _)| *k);
         items
+    }
+
+    /// Reads the node a pointer names and decodes it through the validator; the error
+    /// says why it is not that node.
+    fn read_node(
+        &self,
+        bytenr: u64,
+        generation: u64,
+        level: u8,
+        lo: Option<Key>,
+        hi: Option<Key>,
+    ) -> Result<Node, String> {
+        let mut buf = vec![0u8; self.sb.nodesize as usize];
+        self.storage
+            .read_at(bytenr, &mut buf)
+            .map_err(|e| format!("read failed: {e}"))?;
+        let expect = Expect {
+            bytenr,
+            generation,
+            level,
+            fsid: &self.sb.fsid,
+            nodesize: self.sb.nodesize,
+            total_bytes: self.sb.total_bytes,
+            lo,
+            hi,
+        };
+        decode_node(&buf, &expect)
     }
 
     /// Counts the data extents a leaf names (once per leaf, however many trees share it).
@@ -438,21 +448,7 @@ impl Walker<'_> {
                 stack.push((root.bytenr, root.generation, root.level, None, None));
             }
             while let Some((bytenr, generation, level, lo, hi)) = stack.pop() {
-                let mut buf = vec![0u8; ns as usize];
-                if self.storage.read_at(bytenr, &mut buf).is_err() {
-                    return;
-                }
-                let expect = Expect {
-                    bytenr,
-                    generation,
-                    level,
-                    fsid: &self.sb.fsid,
-                    nodesize: self.sb.nodesize,
-                    total_bytes: self.sb.total_bytes,
-                    lo,
-                    hi,
-                };
-                let Ok(node) = decode_node(&buf, &expect) else {
+                let Ok(node) = self.read_node(bytenr, generation, level, lo, hi) else {
                     return;
                 };
                 bytes += ns;

@@ -41,16 +41,9 @@ impl Engine {
     pub(super) fn stored_anchor_item(&self, b: u64, a: &Key) -> Result<Option<AnchorItem>> {
         let key = Key::new(b, item_type::ANCHOR_ITEM, anchor_hash(a));
         let root = self.root(objectid::EXTENT_TREE)?;
-        match self.tree_get(objectid::EXTENT_TREE, root, key)? {
-            Some(v) => AnchorItem::decode(&v)
-                .map(Some)
-                .map_err(|reason| Error::CorruptItem {
-                    tree: objectid::EXTENT_TREE,
-                    key: key.to_string(),
-                    reason,
-                }),
-            None => Ok(None),
-        }
+        self.tree_get(objectid::EXTENT_TREE, root, key)?
+            .map(|v| decode_anchor_item(key, &v))
+            .transpose()
     }
 
     /// Every anchor of data extent `b`: the extent tree's and this transaction's.
@@ -69,12 +62,7 @@ impl Engine {
         let mut out = Vec::new();
         for item in self.range(objectid::EXTENT_TREE, lo..=hi)? {
             let (key, value) = item?;
-            let decoded = AnchorItem::decode(&value).map_err(|reason| Error::CorruptItem {
-                tree: objectid::EXTENT_TREE,
-                key: key.to_string(),
-                reason,
-            })?;
-            out.push((key, decoded));
+            out.push((key, decode_anchor_item(key, &value)?));
         }
         Ok(out)
     }
@@ -211,6 +199,15 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// An anchor item of the extent tree, decoded; a damaged one is named by its key.
+fn decode_anchor_item(key: Key, value: &[u8]) -> Result<AnchorItem> {
+    AnchorItem::decode(value).map_err(|reason| Error::CorruptItem {
+        tree: objectid::EXTENT_TREE,
+        key: key.to_string(),
+        reason,
+    })
 }
 
 /// The tree that owns every one of the items found, if one does.

@@ -56,38 +56,25 @@ enum Owner {
     Tree(u64),
 }
 
+/// The committed state or the new one; also a side of an owner pair `(old, new)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Old,
     New,
 }
 
-/// One side of an owner pair `(old, new)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Old,
-    New,
-}
-
-impl Side {
+impl State {
     fn of(self, pair: &(Owner, Owner)) -> Owner {
         match self {
-            Side::Old => pair.0,
-            Side::New => pair.1,
+            State::Old => pair.0,
+            State::New => pair.1,
         }
     }
 
-    fn state(self) -> State {
+    fn other(self) -> State {
         match self {
-            Side::Old => State::Old,
-            Side::New => State::New,
-        }
-    }
-
-    fn other(self) -> Side {
-        match self {
-            Side::Old => Side::New,
-            Side::New => Side::Old,
+            State::Old => State::New,
+            State::New => State::Old,
         }
     }
 }
@@ -203,7 +190,7 @@ impl Engine {
         // that exists in that state has that parent's owner, without a search.
         let mut owners: HashMap<u64, (Owner, Owner)> = HashMap::new();
         for info in &infos {
-            let parent_owner = |side: Side| {
+            let parent_owner = |side: State| {
                 listed_by
                     .get(&info.bytenr)
                     .into_iter()
@@ -211,7 +198,7 @@ impl Engine {
                     .filter_map(|p| owners.get(p).map(|o| side.of(o)))
                     .find(|o| *o != Owner::Absent)
             };
-            let hints = (parent_owner(Side::Old), parent_owner(Side::New));
+            let hints = (parent_owner(State::Old), parent_owner(State::New));
             let o = self.node_owner(State::Old, info, hints.0)?;
             let n = self.node_owner(State::New, info, hints.1)?;
             owners.insert(info.bytenr, (o, n));
@@ -252,14 +239,14 @@ impl Engine {
             {
                 let c = match n {
                     Owner::Absent if within_trees => 0,
-                    _ => self.closure(Side::Old, info, o, &moved, &mut data_cands)?,
+                    _ => self.closure(State::Old, info, o, &moved, &mut data_cands)?,
                 };
                 *delta.entry(t).or_default() -= i128::from(ns.saturating_mul(c.saturating_add(1)));
             }
             if let Owner::Tree(t) = n {
                 let c = match o {
                     Owner::Absent if within_trees && !freed_elsewhere => 0,
-                    _ => self.closure(Side::New, info, n, &moved, &mut data_cands)?,
+                    _ => self.closure(State::New, info, n, &moved, &mut data_cands)?,
                 };
                 *delta.entry(t).or_default() += i128::from(ns.saturating_mul(c.saturating_add(1)));
             }

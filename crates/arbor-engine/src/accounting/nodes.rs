@@ -1,7 +1,7 @@
 //! Nodes: what the candidates are (level, first key, who points to them), who holds
 //! each one alone, and which nodes below a candidate change owner with it.
 
-use super::{Owner, Side, State, drop_ref};
+use super::{Owner, State, drop_ref};
 use crate::engine::{ChildRef, Engine};
 use crate::error::{Error, Result};
 use crate::format::{Body, Key, Node, RootPtr, header_claims, objectid};
@@ -22,7 +22,7 @@ pub(super) struct Moved<'a> {
 impl Moved<'_> {
     /// The owner, on the side other than `side`, of a node counted once on both sides
     /// whose parent there is a candidate: that parent's owner.
-    fn other_side_owner(&self, b: u64, side: Side) -> Option<Owner> {
+    fn other_side_owner(&self, b: u64, side: State) -> Option<Owner> {
         self.listed_by
             .get(&b)?
             .iter()
@@ -185,10 +185,7 @@ impl Engine {
         }
     }
 
-    /// Nodes below a candidate that follow its owner (counted once, not candidates),
-    /// counted; the data extents their leaves (and its own, if a leaf) name become
-    /// candidates.
-    /// The nodes below candidate `info` that change owner with it, in the state of
+    /// The nodes below candidate `info` that change owner with it, counted, in state
     /// `side`, where it has owner `owner`; the data extents the leaves among them (and
     /// it, if a leaf) name become candidates. A child that is a candidate is left to
     /// its own evaluation. A child counted once whose owner on the other side is the
@@ -197,13 +194,12 @@ impl Engine {
     /// below the children, every node counted once follows.
     pub(super) fn closure(
         &self,
-        side: Side,
+        side: State,
         info: &NodeInfo,
         owner: Owner,
         moved: &Moved<'_>,
         data: &mut BTreeMap<u64, u64>,
     ) -> Result<u64> {
-        let s = side.state();
         let mut n = 0;
         let mut todo = vec![(
             ChildRef {
@@ -229,7 +225,7 @@ impl Engine {
                         let c = child_ref(node.level, ptrs, i, at.hi);
                         if moved.cands.contains(&c.bytenr)
                             || (top && moved.other_side_owner(c.bytenr, side) == Some(owner))
-                            || self.acct_count(s, c.bytenr)? != 1
+                            || self.acct_count(side, c.bytenr)? != 1
                         {
                             continue;
                         }
